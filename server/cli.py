@@ -1,0 +1,356 @@
+"""`fluxloom` command line: serve | run | queue | nodes | demo-model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def parse_size(text: str) -> int:
+    """'16G', '512M', '1.5GiB', '1000000' → bytes."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(float(t))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 16G, 512M)") from None
+
+
+def _add_runtime_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--models",
+        type=Path,
+        default=Path("models"),
+        metavar="DIR",
+        help="models folder, laid out as ComfyUI's (default: ./models)",
+    )
+    p.add_argument(
+        "--vram-budget",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="device memory fluxloom may fill with models (default: free memory)",
+    )
+    p.add_argument(
+        "--ram-budget",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="host RAM for offloaded models (default: a share of system RAM)",
+    )
+    p.add_argument(
+        "--cache-budget",
+        type=parse_size,
+        default=parse_size("4G"),
+        metavar="SIZE",
+        help="RAM for cached node outputs, LRU-evicted (default: 4G)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fluxloom",
+        description="Node graph editor and execution server for FLUX.1 text-to-image, "
+        "with a two-phase low-VRAM flow.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "serve",
+        help="run the HTTP/websocket server and the browser canvas",
+        description="Serve the canvas and the ComfyUI-compatible API.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8188, help="port (default 8188)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("data"),
+        metavar="DIR",
+        help="queue database, saved workflows, inputs and outputs (default: ./data)",
+    )
+    p.add_argument(
+        "--token", default=None, help="access token required on every request (needed off loopback)"
+    )
+    p.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="listen off loopback without a token (anyone who can reach it can use it)",
+    )
+    _add_runtime_options(p)
+
+    p = sub.add_parser(
+        "run",
+        help="run a workflow in this process and print the files it wrote",
+        description="Run a workflow headlessly. WORKFLOW is a UI- or API-format "
+        "JSON file, a PNG that carries a workflow, or the name of a "
+        "shipped workflow. Exit 0 on success, 2 on validation errors, "
+        "1 on an execution error.",
+    )
+    p.add_argument("workflow", metavar="WORKFLOW")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NODE.INPUT=VALUE",
+        help="override an input; NODE is a node id or title (repeatable)",
+    )
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("output"),
+        metavar="DIR",
+        help="where images are written (default: ./output)",
+    )
+    p.add_argument(
+        "--input-dir",
+        type=Path,
+        default=Path("input"),
+        metavar="DIR",
+        help="where LoadImage finds images (default: ./input)",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_runtime_options(p)
+
+    p = sub.add_parser(
+        "queue",
+        help="queue a workflow on a running server",
+        description="Queue a saved workflow (by name) or a workflow file on a running fluxloom server.",
+    )
+    p.add_argument("workflow", metavar="NAME_OR_FILE")
+    p.add_argument("--server", default="http://127.0.0.1:8188", metavar="URL")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE")
+    p.add_argument("--wait", action="store_true", help="wait for the result and print the images")
+    p.add_argument("--token", default=None, help="access token of the server")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = sub.add_parser(
+        "nodes",
+        help="print the node catalogue (what /object_info serves)",
+        description="List node types with their inputs, choices and outputs.",
+    )
+    p.add_argument("class_type", nargs="?", metavar="CLASS")
+    p.add_argument("--json", action="store_true", help="print /object_info JSON")
+    p.add_argument("--models", type=Path, default=Path("models"), metavar="DIR")
+
+    p = sub.add_parser(
+        "demo-model",
+        help="write the tiny random demo FLUX model",
+        description="Build the tiny random FLUX pipeline (images are noise) into "
+        "MODELS/diffusers/fluxloom-demo.",
+    )
+    p.add_argument("--models", type=Path, default=Path("models"), metavar="DIR")
+    p.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    handlers = {
+        "run": cmd_run,
+        "nodes": cmd_nodes,
+        "serve": cmd_serve,
+        "queue": cmd_queue,
+        "demo-model": cmd_demo_model,
+    }
+    return handlers[args.command](args)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from server.app import serve_main
+
+    return serve_main(args)
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    from server.client import queue_main
+
+    return queue_main(args)
+
+
+def cmd_demo_model(args: argparse.Namespace) -> int:
+    from nodes.flux.demo import demo_model_main
+
+    return demo_model_main(args)
+
+
+def runtime_config(args: argparse.Namespace, **dirs: Path):
+    from server.runtime import RuntimeConfig
+
+    return RuntimeConfig(
+        models_dir=args.models,
+        vram_budget_bytes=args.vram_budget,
+        ram_budget_bytes=args.ram_budget,
+        cache_budget_bytes=args.cache_budget,
+        **dirs,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from server.graph import ValidationError
+    from server.runtime import create_runtime
+    from server.workflow_io import WorkflowError, apply_overrides, load_workflow, parse_override, to_api
+
+    rt = create_runtime(runtime_config(args, output_dir=args.output_dir, input_dir=args.input_dir))
+    try:
+        data = load_workflow(args.workflow)
+        prompt = to_api(data, rt.registry)
+        prompt = apply_overrides(prompt, dict(parse_override(o) for o in args.overrides))
+    except WorkflowError as exc:
+        return _report_invalid(
+            args,
+            {
+                "error": {"type": "invalid_workflow", "message": str(exc), "details": "", "extra_info": {}},
+                "node_errors": {},
+            },
+        )
+    extra = {"extra_pnginfo": {"workflow": data}} if isinstance(data, dict) and "nodes" in data else {}
+
+    bar: dict[str, Any] = {}
+
+    def on_event(event: str, d: dict[str, Any]) -> None:
+        if event == "executing" and d["node"] is not None:
+            node = prompt[d["node"]]
+            bar["title"] = node.get("_meta", {}).get("title", node["class_type"])
+            if not args.json:
+                tqdm.write(f"▶ {d['node']} {bar['title']}", file=sys.stderr)
+        elif event == "progress":
+            pb = bar.get("pb")
+            if pb is None or pb.total != d["max"] or bar.get("node") != d["node"]:
+                if pb is not None:
+                    pb.close()
+                pb = bar["pb"] = tqdm(
+                    total=d["max"],
+                    desc=bar.get("title", d["node"]),
+                    file=sys.stderr,
+                    disable=args.json,
+                    leave=False,
+                )
+                bar["node"] = d["node"]
+            pb.n = d["value"]
+            pb.refresh()
+        elif event == "execution_cached" and d["nodes"] and not args.json:
+            tqdm.write(f"cached: {', '.join(d['nodes'])}", file=sys.stderr)
+
+    try:
+        result = rt.executor.execute(prompt, "cli", on_event, extra)
+    except ValidationError as exc:
+        return _report_invalid(args, exc.as_json(), prompt)
+    finally:
+        if bar.get("pb") is not None:
+            bar["pb"].close()
+    files = [
+        str(
+            Path(rt.env.output_dir if img.get("type") == "output" else rt.env.temp_dir)
+            / img.get("subfolder", "")
+            / img["filename"]
+        )
+        for ui in result.outputs.values()
+        for img in ui.get("images", [])
+    ]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "status": result.status,
+                    "files": files,
+                    "outputs": result.outputs,
+                    "error": result.error,
+                    "seconds": round(result.seconds, 3),
+                },
+                indent=2,
+            )
+        )
+    elif result.ok:
+        for nid, ui in result.outputs.items():
+            for text in ui.get("text", []):
+                print(f"{nid}: {text}")
+        for f in files:
+            print(f)
+    elif result.status == "interrupted":
+        print("interrupted", file=sys.stderr)
+    else:
+        e = result.error
+        print(
+            f"error in node {e['node_id']} ({e['node_type']}, {e['node_title']!r}): {e['exception_message']}",
+            file=sys.stderr,
+        )
+        if args.verbose:
+            print("".join(e["traceback"]), file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _report_invalid(args: argparse.Namespace, payload: dict, prompt: dict | None = None) -> int:
+    from server.graph import format_errors
+
+    if args.json:
+        print(json.dumps({"status": "invalid", **payload}, indent=2))
+    else:
+        print(format_errors(payload, prompt), file=sys.stderr)
+    return EXIT_INVALID
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    import nodes
+    from nodes.base import NodeEnv
+
+    registry = nodes.load_all()
+    info = registry.object_info(NodeEnv(models_dir=args.models))
+    if args.class_type:
+        if args.class_type not in info:
+            print(f"no node type {args.class_type!r}; known: {', '.join(sorted(info))}", file=sys.stderr)
+            return EXIT_INVALID
+        info = {args.class_type: info[args.class_type]}
+    if args.json:
+        print(json.dumps(info if not args.class_type else info, indent=2))
+        return EXIT_OK
+    for name, entry in info.items():
+        print(format_node(name, entry))
+    return EXIT_OK
+
+
+def format_node(name: str, entry: dict[str, Any]) -> str:
+    lines = [f"{name}  [{entry['category']}]" + (" (output node)" if entry["output_node"] else "")]
+    if entry.get("description"):
+        lines.append(f"  {entry['description']}")
+    for group in ("required", "optional"):
+        for inp, spec in entry["input"][group].items():
+            kind = spec[0]
+            opts = spec[1] if len(spec) > 1 else {}
+            if isinstance(kind, list):
+                shown = ", ".join(kind) if kind else "(none found)"
+                desc = f"one of [{shown}]"
+            else:
+                desc = kind
+                bits = [f"{k}={opts[k]}" for k in ("default", "min", "max", "step") if k in opts]
+                if opts.get("multiline"):
+                    bits.append("multiline")
+                if bits:
+                    desc += f" ({', '.join(bits)})"
+            if "default" in opts and isinstance(kind, list):
+                desc += f" (default={opts['default']})"
+            lines.append(f"  in  {inp}{'?' if group == 'optional' else ''}: {desc}")
+    for out_type, out_name in zip(entry["output"], entry["output_name"], strict=True):
+        lines.append(f"  out {out_name}: {out_type}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""Workflow formats: the UI format (litegraph's serialized graph, as ComfyUI saves it) converts to
+the API format that executes; PNGs carry both in tEXt chunks; overrides address inputs by node id
+or title."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from nodes.base import NodeRegistry
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS_DIR = REPO_ROOT / "workflows"
+
+# litegraph node modes: 0 always, 2 never (muted), 4 bypass.
+MODE_MUTED = 2
+MODE_BYPASS = 4
+# Values that a seed-like widget's "control after generate" stores after the widget's value.
+CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+
+
+class WorkflowError(ValueError):
+    """A workflow file could not be read or converted; the message says why."""
+
+
+def is_ui_format(data: Any) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data
+
+
+def _links_by_id(workflow: dict) -> dict[int, tuple[int, int, int, int, str]]:
+    """link id → (origin node, origin slot, target node, target slot, type); accepts both the
+    array form of litegraph 0.4 and the object form of ComfyUI's schema version 1."""
+    links = {}
+    for link in workflow.get("links") or []:
+        if isinstance(link, list) and len(link) >= 5:
+            lid, o_id, o_slot, t_id, t_slot = link[:5]
+            links[lid] = (o_id, o_slot, t_id, t_slot, link[5] if len(link) > 5 else "*")
+        elif isinstance(link, dict):
+            links[link["id"]] = (
+                link["origin_id"],
+                link["origin_slot"],
+                link["target_id"],
+                link["target_slot"],
+                link.get("type", "*"),
+            )
+    return links
+
+
+def ui_to_api(workflow: dict[str, Any], registry: NodeRegistry) -> dict[str, Any]:
+    """Convert a UI-format workflow to an API prompt. Widget values are matched to inputs in
+    declaration order (skipping the extra control value after a seed widget); links become
+    `[source_id, slot]`; muted nodes are dropped; bypassed nodes pass their first input of a
+    matching type through, as in ComfyUI."""
+    if not is_ui_format(workflow):
+        raise WorkflowError("not a UI-format workflow (no 'nodes' and 'links')")
+    links = _links_by_id(workflow)
+    nodes = {n["id"]: n for n in workflow["nodes"] if isinstance(n, dict) and "id" in n}
+
+    def resolve(origin_id: int, origin_slot: int, seen: frozenset = frozenset()) -> list | None:
+        """Follow links through bypassed nodes; None when the source is muted."""
+        src = nodes.get(origin_id)
+        if src is None or src.get("mode") == MODE_MUTED or origin_id in seen:
+            return None
+        if src.get("mode") == MODE_BYPASS:
+            out_type = (src.get("outputs") or [{}])[origin_slot].get("type") if src.get("outputs") else None
+            for inp in src.get("inputs") or []:
+                if inp.get("link") is not None and inp.get("type") == out_type and inp["link"] in links:
+                    o_id, o_slot, *_ = links[inp["link"]]
+                    return resolve(o_id, o_slot, seen | {origin_id})
+            return None
+        return [str(origin_id), origin_slot]
+
+    prompt: dict[str, Any] = {}
+    for nid, n in sorted(nodes.items(), key=lambda kv: kv[0]):
+        if n.get("mode") in (MODE_MUTED, MODE_BYPASS):
+            continue
+        class_type = n.get("type")
+        d = registry.get(class_type)
+        inputs: dict[str, Any] = {}
+        if d is not None:
+            values = n.get("widgets_values")
+            if isinstance(values, dict):
+                for w in d.widgets():
+                    if w.name in values:
+                        inputs[w.name] = values[w.name]
+            elif isinstance(values, list):
+                i = 0
+                for w in d.widgets():
+                    if i >= len(values):
+                        break
+                    inputs[w.name] = values[i]
+                    i += 1
+                    if (
+                        getattr(w.spec, "control_after_generate", False)
+                        and i < len(values)
+                        and values[i] in CONTROL_VALUES
+                    ):
+                        i += 1
+        for inp in n.get("inputs") or []:
+            lid = inp.get("link")
+            if lid is None or lid not in links:
+                continue
+            o_id, o_slot, *_ = links[lid]
+            source = resolve(o_id, o_slot)
+            if source is not None:
+                inputs[inp["name"]] = source
+            else:
+                inputs.pop(inp["name"], None)
+        title = n.get("title") or (d.display_name if d else class_type)
+        prompt[str(nid)] = {"class_type": class_type, "inputs": inputs, "_meta": {"title": title}}
+    return prompt
+
+
+def to_api(data: Any, registry: NodeRegistry) -> dict[str, Any]:
+    """API prompt from either format (a dict of nodes, or a UI workflow)."""
+    if is_ui_format(data):
+        return ui_to_api(data, registry)
+    if isinstance(data, dict) and isinstance(data.get("prompt"), dict) and "class_type" not in data:
+        return data["prompt"]  # a `POST /prompt` body saved to a file
+    if isinstance(data, dict):
+        return data
+    raise WorkflowError("a workflow must be a JSON object")
+
+
+# --- PNG metadata -----------------------------------------------------------------------------
+
+
+def png_metadata(prompt: dict | None, workflow: dict | None):
+    """PngInfo with `prompt` and `workflow` tEXt chunks, as ComfyUI writes them."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    if prompt is not None:
+        info.add_text("prompt", json.dumps(prompt))
+    if workflow is not None:
+        info.add_text("workflow", json.dumps(workflow))
+    return info
+
+
+def read_png_workflow(path: Path | str) -> dict[str, Any]:
+    """The workflow a PNG carries: its `workflow` chunk (UI format) if present, else `prompt`."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            text = dict(getattr(img, "text", {}) or img.info)
+    except Exception as exc:
+        raise WorkflowError(f"{path}: not a readable image ({exc})") from exc
+    for key in ("workflow", "prompt"):
+        if key in text:
+            try:
+                return json.loads(text[key])
+            except json.JSONDecodeError as exc:
+                raise WorkflowError(f"{path}: its {key!r} chunk is not valid JSON ({exc})") from exc
+    raise WorkflowError(f"{path}: this PNG carries no workflow (no 'workflow' or 'prompt' text chunk)")
+
+
+def shipped_workflows() -> dict[str, Path]:
+    """Shipped workflow names → files (`workflows/NAME.json`; API twins end in `.api.json`)."""
+    if not WORKFLOWS_DIR.is_dir():
+        return {}
+    return {
+        p.name[: -len(".json")]: p
+        for p in sorted(WORKFLOWS_DIR.glob("*.json"))
+        if not p.name.endswith(".api.json")
+    }
+
+
+def load_workflow(ref: str | Path) -> dict[str, Any]:
+    """Read a workflow from a JSON file, a PNG that carries one, or a shipped workflow's name."""
+    path = Path(ref)
+    if not path.exists():
+        shipped = shipped_workflows()
+        if str(ref) in shipped:
+            path = shipped[str(ref)]
+        else:
+            names = ", ".join(shipped) or "none"
+            raise WorkflowError(f"no workflow file or shipped workflow named {str(ref)!r} (shipped: {names})")
+    if path.suffix.lower() == ".png":
+        return read_png_workflow(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WorkflowError(f"{path}: not a readable JSON workflow ({exc})") from exc
+
+
+# --- overrides --------------------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`NODE.INPUT=VALUE` → ("NODE.INPUT", value); VALUE is parsed as JSON when it can be
+    (numbers, true/false, quoted strings), else taken as a plain string."""
+    if "=" not in text:
+        raise WorkflowError(f"override {text!r} must look like NODE.INPUT=VALUE")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def apply_overrides(prompt: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set inputs addressed as `node-id-or-title.input`. A title must name exactly one node."""
+    out = {nid: {**n, "inputs": dict(n.get("inputs", {}))} for nid, n in prompt.items()}
+    for key, value in overrides.items():
+        target, _, input_name = key.rpartition(".")
+        if not target or not input_name:
+            raise WorkflowError(f"override {key!r} must be NODE.INPUT (node id or title)")
+        if target in out:
+            nid = target
+        else:
+            matches = [i for i, n in out.items() if n.get("_meta", {}).get("title") == target]
+            if not matches:
+                titles = ", ".join(sorted({n.get("_meta", {}).get("title", "") for n in out.values()}))
+                raise WorkflowError(
+                    f"override {key!r}: no node has id or title {target!r} (titles: {titles})"
+                )
+            if len(matches) > 1:
+                raise WorkflowError(
+                    f"override {key!r}: title {target!r} names nodes {', '.join(matches)}; use a node id"
+                )
+            nid = matches[0]
+        out[nid]["inputs"][input_name] = value
+    return out
