@@ -178,6 +178,9 @@ class NodeEnv:
     output_dir: Path = Path("output")
     temp_dir: Path = Path("temp")
     models: Any = None  # server.models.ModelManager, when FLUX nodes are in use
+    # Called by validation before anything else: hook(prompt, env) -> list of warnings; may
+    # rewrite the prompt in place (e.g. point a missing model at the demo model on a new machine).
+    prompt_hooks: list[Callable[[dict, NodeEnv], list[str]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name in ("models_dir", "input_dir", "output_dir", "temp_dir"):

@@ -105,6 +105,9 @@ class Executor:
             emit_raw(event, data)
 
         emit("execution_start", {"prompt_id": prompt_id, "timestamp": _timestamp()}, record=True)
+        for warning in vp.warnings:
+            log.warning("%s", warning)
+            emit("execution_warning", {"prompt_id": prompt_id, "message": warning}, record=True)
         try:
             sigs = self.signatures(vp)
         except Exception as exc:  # a fingerprint failed (e.g. an input file vanished)

@@ -4,6 +4,7 @@ JSON shape: `{"error": {...}, "node_errors": {id: {"errors": [...], "class_type"
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ class ValidatedPrompt:
     prompt: dict[str, Any]  # the API prompt with coerced constant values
     order: list[str]  # needed node ids, topologically sorted
     outputs: list[str]  # output node ids
+    warnings: list[str] = field(default_factory=list)  # from env.prompt_hooks
 
 
 @dataclass
@@ -105,6 +107,11 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, env: NodeEnv | None = N
     if not isinstance(prompt, dict) or not prompt:
         raise ValidationError(_err("invalid_prompt", "Prompt must be a non-empty JSON object of nodes"))
 
+    warnings: list[str] = []
+    if env is not None and env.prompt_hooks:
+        prompt = copy.deepcopy(prompt)
+        for hook in env.prompt_hooks:
+            warnings.extend(hook(prompt, env))
     node_errors: dict[str, list[dict]] = {}
     coerced: dict[str, Any] = {}
     graph = nx.DiGraph()
@@ -282,7 +289,7 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, env: NodeEnv | None = N
         raise ValidationError(error, _shape(relevant, prompt, graph, outputs))
 
     order = [nid for nid in nx.lexicographical_topological_sort(graph.subgraph(needed), key=_sort_key)]
-    return ValidatedPrompt(prompt=coerced, order=order, outputs=outputs)
+    return ValidatedPrompt(prompt=coerced, order=order, outputs=outputs, warnings=warnings)
 
 
 def _sort_key(node_id: str) -> tuple:

@@ -1,0 +1,1 @@
+"""FLUX.1 nodes: loaders, prompt encoding, latents, sampling, VAE and offloading."""
