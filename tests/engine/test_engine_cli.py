@@ -1,0 +1,117 @@
+"""`fluxloom run` and `fluxloom nodes` as a user runs them: a real subprocess, real files."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from server.workflow_io import png_metadata
+
+FLUXLOOM = [sys.executable, "-m", "server.cli"]
+
+
+def run(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    return subprocess.run([*FLUXLOOM, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def math_ui_workflow(a=6, b=7, op="multiply"):
+    return {
+        "last_node_id": 2,
+        "last_link_id": 1,
+        "version": 0.4,
+        "groups": [],
+        "config": {},
+        "extra": {},
+        "links": [[1, 1, 0, 2, 0, "INT"]],
+        "nodes": [
+            {
+                "id": 2,
+                "type": "ShowValue",
+                "mode": 0,
+                "inputs": [{"name": "value", "type": "*", "link": 1}],
+                "outputs": [],
+                "widgets_values": [],
+                "title": "Answer",
+            },
+            {
+                "id": 1,
+                "type": "IntegerMath",
+                "mode": 0,
+                "inputs": [],
+                "outputs": [{"name": "result", "type": "INT", "links": [1]}],
+                "widgets_values": [a, b, op],
+                "title": "Calc",
+            },
+        ],
+    }
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    (tmp_path / "wf.json").write_text(json.dumps(math_ui_workflow()))
+    return tmp_path
+
+
+def test_run_ui_workflow_prints_result(workdir):
+    r = run("run", "wf.json", "--models", str(workdir / "m"), cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "2: 42"
+    assert "Calc" in r.stderr  # progress names the running node by title
+
+
+def test_run_with_overrides_by_title_and_id_and_json(workdir):
+    r = run("run", "wf.json", "--set", "Calc.a=10", "--set", "1.operation=add", "--json", cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["status"] == "success" and out["outputs"] == {"2": {"text": ["17"]}}
+
+
+def test_validation_errors_exit_2_and_name_every_problem(workdir):
+    r = run("run", "wf.json", "--set", "Calc.a=x", "--set", "Calc.operation=pow", cwd=workdir)
+    assert r.returncode == 2
+    assert "node 1 (IntegerMath, 'Calc')" in r.stderr
+    assert "invalid_input_type" in r.stderr and "value_not_in_list" in r.stderr and "'pow' not in" in r.stderr
+    r = run("run", "wf.json", "--set", "Nobody.a=1", cwd=workdir)
+    assert r.returncode == 2 and "no node has id or title 'Nobody'" in r.stderr
+    r = run("run", "missing.json", cwd=workdir)
+    assert r.returncode == 2 and "no workflow file or shipped workflow named 'missing.json'" in r.stderr
+
+
+def test_execution_error_exits_1_naming_the_node(workdir):
+    r = run("run", "wf.json", "--set", "Calc.b=0", "--set", "Calc.operation=divide", cwd=workdir)
+    assert r.returncode == 1
+    assert "error in node 1 (IntegerMath, 'Calc'): cannot divide 6 by zero" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_run_workflow_from_png(workdir):
+    png = workdir / "carrier.png"
+    Image.new("RGB", (4, 4)).save(png, pnginfo=png_metadata(None, math_ui_workflow(2, 3, "add")))
+    r = run("run", "carrier.png", cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "2: 5"
+
+
+def test_nodes_command(workdir):
+    r = run("nodes", cwd=workdir)
+    assert r.returncode == 0 and "IntegerMath  [utils/math]" in r.stdout
+    assert "in  operation: one of [add, subtract" in r.stdout
+    r = run("nodes", "IntegerMath", "--json", cwd=workdir)
+    info = json.loads(r.stdout)
+    assert list(info) == ["IntegerMath"] and info["IntegerMath"]["output"] == ["INT"]
+    r = run("nodes", "Nope", cwd=workdir)
+    assert r.returncode == 2 and "no node type 'Nope'" in r.stderr
+
+
+def test_help_explains_every_command(workdir):
+    r = run("--help", cwd=workdir)
+    assert r.returncode == 0
+    for cmd in ("serve", "run", "queue", "nodes", "demo-model"):
+        assert cmd in r.stdout
+    r = run("run", "--help", cwd=workdir)
+    text = " ".join(r.stdout.split())
+    assert "NODE.INPUT=VALUE" in text and "Exit 0 on success, 2 on validation errors" in text

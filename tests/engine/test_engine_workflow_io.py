@@ -1,0 +1,168 @@
+"""UI-format (litegraph, as ComfyUI saves it) → API-format conversion, PNG metadata, overrides."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from server.executor import Executor
+from server.workflow_io import (
+    WorkflowError,
+    apply_overrides,
+    load_workflow,
+    parse_override,
+    png_metadata,
+    read_png_workflow,
+    to_api,
+    ui_to_api,
+)
+from tests.engine.engine_nodes import registry
+
+
+def ui_node(nid, type_, inputs=(), outputs=(), widgets=(), title=None, mode=0, order=0):
+    node = {
+        "id": nid,
+        "type": type_,
+        "pos": [nid * 10, 0],
+        "size": [200, 80],
+        "flags": {},
+        "order": order,
+        "mode": mode,
+        "inputs": [{"name": n, "type": t, "link": link} for n, t, link in inputs],
+        "outputs": [
+            {"name": n, "type": t, "links": links, "slot_index": i} for i, (n, t, links) in enumerate(outputs)
+        ],
+        "properties": {"Node name for S&R": type_},
+        "widgets_values": list(widgets),
+    }
+    if title:
+        node["title"] = title
+    return node
+
+
+def ui_workflow():
+    """Node ids deliberately not in execution order (the sink has the lowest id)."""
+    nodes = [
+        ui_node(1, "Record", inputs=[("value", "INT", 3)], title="Result"),
+        ui_node(
+            7, "Add", inputs=[("a", "INT", 1), ("b", "INT", 2)], outputs=[("sum", "INT", [3])], widgets=[5]
+        ),
+        ui_node(12, "Const", outputs=[("value", "INT", [1, 2])], widgets=[20], title="Base"),
+        ui_node(
+            4,
+            "Widgets",
+            outputs=[("summary", "STRING", [4])],
+            widgets=[42, "randomize", 2.5, "hi\nthere", True, "b"],
+            title="Knobs",
+        ),
+        ui_node(3, "Record", inputs=[("value", "STRING", 4)]),
+    ]
+    links = [
+        [1, 12, 0, 7, 0, "INT"],
+        [2, 12, 0, 7, 1, "INT"],
+        [3, 7, 0, 1, 0, "INT"],
+        [4, 4, 0, 3, 0, "STRING"],
+    ]
+    return {
+        "last_node_id": 12,
+        "last_link_id": 4,
+        "nodes": nodes,
+        "links": links,
+        "groups": [],
+        "config": {},
+        "extra": {},
+        "version": 0.4,
+    }
+
+
+def test_ui_to_api_converts_widgets_links_and_titles():
+    api = ui_to_api(ui_workflow(), registry)
+    assert api["7"] == {
+        "class_type": "Add",
+        "inputs": {"bias": 5, "a": ["12", 0], "b": ["12", 0]},
+        "_meta": {"title": "Add"},
+    }
+    assert api["12"]["_meta"]["title"] == "Base" and api["12"]["inputs"] == {"value": 20}
+    # the seed's control value ("randomize") is skipped, the next widget gets the next value
+    assert api["4"]["inputs"] == {"seed": 42, "scale": 2.5, "text": "hi\nthere", "flag": True, "mode": "b"}
+    assert api["1"]["inputs"] == {"value": ["7", 0]}
+
+
+def test_converted_workflow_runs(tmp_path):
+    from nodes.base import NodeEnv
+
+    result = Executor(registry, NodeEnv()).execute(to_api(ui_workflow(), registry), "ui")
+    assert result.ok
+    assert result.outputs["1"] == {"value": [45]}
+    assert result.outputs["3"] == {"value": ["42|2.5|hi\nthere|True|b"]}
+    assert result.executed.index("12") < result.executed.index("7") < result.executed.index("1")
+
+
+def test_object_links_and_dict_widget_values():
+    wf = ui_workflow()
+    wf["links"] = [
+        dict(zip(["id", "origin_id", "origin_slot", "target_id", "target_slot", "type"], link, strict=True))
+        for link in wf["links"]
+    ]
+    wf["nodes"][2]["widgets_values"] = {"value": 9}
+    api = ui_to_api(wf, registry)
+    assert api["7"]["inputs"]["a"] == ["12", 0] and api["12"]["inputs"] == {"value": 9}
+
+
+def test_muted_and_bypassed_nodes():
+    wf = ui_workflow()
+    wf["nodes"][1]["mode"] = 4  # bypass Add: Record gets Add's first INT input, i.e. Const
+    api = ui_to_api(wf, registry)
+    assert "7" not in api and api["1"]["inputs"]["value"] == ["12", 0]
+    wf["nodes"][1]["mode"] = 2  # mute Add: Record loses its input
+    api = ui_to_api(wf, registry)
+    assert "7" not in api and "value" not in api["1"]["inputs"]
+
+
+def test_png_roundtrip(tmp_path):
+    wf = ui_workflow()
+    path = tmp_path / "out.png"
+    Image.new("RGB", (8, 8)).save(path, pnginfo=png_metadata(ui_to_api(wf, registry), wf))
+    assert read_png_workflow(path) == wf
+    only_prompt = tmp_path / "prompt.png"
+    Image.new("RGB", (8, 8)).save(only_prompt, pnginfo=png_metadata({"1": {"class_type": "Const"}}, None))
+    assert read_png_workflow(only_prompt) == {"1": {"class_type": "Const"}}
+    bare = tmp_path / "bare.png"
+    Image.new("RGB", (8, 8)).save(bare)
+    with pytest.raises(WorkflowError, match="carries no workflow"):
+        read_png_workflow(bare)
+    assert load_workflow(path) == wf
+
+
+def test_load_workflow_errors(tmp_path):
+    with pytest.raises(WorkflowError, match="no workflow file or shipped workflow named 'nope'"):
+        load_workflow("nope")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(WorkflowError, match="not a readable JSON workflow"):
+        load_workflow(bad)
+
+
+def test_overrides_by_id_and_title():
+    api = ui_to_api(ui_workflow(), registry)
+    out = apply_overrides(
+        api,
+        dict(
+            [
+                parse_override("Base.value=3"),
+                parse_override("7.bias=-1"),
+                parse_override("Knobs.text=plain words"),
+            ]
+        ),
+    )
+    assert out["12"]["inputs"]["value"] == 3 and out["7"]["inputs"]["bias"] == -1
+    assert out["4"]["inputs"]["text"] == "plain words"
+    assert api["12"]["inputs"]["value"] == 20  # the original is untouched
+    with pytest.raises(WorkflowError, match="no node has id or title 'Nope'"):
+        apply_overrides(api, {"Nope.value": 1})
+    dup = json.loads(json.dumps(api))
+    dup["3"]["_meta"]["title"] = "Result"
+    with pytest.raises(WorkflowError, match="names nodes 1, 3"):
+        apply_overrides(dup, {"Result.value": 1})
+    with pytest.raises(WorkflowError, match="NODE.INPUT=VALUE"):
+        parse_override("novalue")
