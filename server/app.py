@@ -1,0 +1,199 @@
+"""The aiohttp application: routes, websocket hub, security, the worker thread, and
+`fluxloom serve`.
+
+One prompt's path: `routes/prompt.py` validates and writes it to `queue.py` (SQLite); the thread
+in `worker.py` claims it and runs `executor.py`; executor events cross to the event loop with
+`call_soon_threadsafe` and leave through `ws.py`; the result lands in the history row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from nodes.base import NodeRegistry
+from server.openapi import describe
+from server.queue import PromptStore
+from server.routes import add_routes
+from server.routes.common import STATE, AppState, BadRequest, Limits
+from server.runtime import Runtime, RuntimeConfig, create_runtime
+from server.security import BindRefused, SecurityConfig, check_bind, json_error, make_middleware
+from server.worker import Worker
+from server.ws import Hub
+
+log = logging.getLogger("fluxloom.server")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXTRA_NODES_ENV = "FLUXLOOM_EXTRA_NODES"
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    web_dir: Path = REPO_ROOT / "web"
+    limits: Limits = field(default_factory=Limits)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error is JSON: our own BadRequest, aiohttp's 404/405/413, and unexpected bugs."""
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return exc.response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
+            exc.status, "http_error"
+        )
+        return json_error(exc.status, kind, f"{exc.reason}: {request.method} {request.path}")
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception as exc:
+        log.exception("%s %s failed", request.method, request.path)
+        return json_error(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+
+def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    store = PromptStore(cfg.data_dir / "queue.sqlite3")
+    for pid in store.recover():
+        log.warning("prompt %s was running when the server stopped; reported as failed", pid)
+    holder: dict[str, AppState] = {}
+    hub = Hub(status=lambda: holder["state"].status())
+
+    def notify(event: str, data: dict[str, Any], client_id: str | None) -> None:
+        loop = holder["state"].loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(hub.send, event, data, client_id)
+            except RuntimeError:  # the loop closed between the check and the call
+                pass
+
+    def queue_changed() -> None:
+        loop = holder["state"].loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(hub.broadcast_status)
+            except RuntimeError:
+                pass
+
+    worker = Worker(store, runtime, notify, queue_changed)
+    st = holder["state"] = AppState(
+        runtime=runtime,
+        store=store,
+        hub=hub,
+        worker=worker,
+        data_dir=cfg.data_dir,
+        web_dir=cfg.web_dir,
+        limits=cfg.limits,
+    )
+    # aiohttp's own limit is the largest body any route takes; JSON routes check a smaller one.
+    app = web.Application(
+        middlewares=[json_errors, make_middleware(cfg.security)],
+        client_max_size=cfg.limits.max_upload_bytes + 2**20,
+    )
+    app[STATE] = st
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.json_response(describe(served_routes(request.app)))
+
+    add_routes(app, hub.handle, openapi)
+
+    async def start(app: web.Application) -> None:
+        st.loop = asyncio.get_running_loop()
+        worker.start()
+
+    async def shutdown(app: web.Application) -> None:
+        await hub.close_all()
+
+    async def cleanup(app: web.Application) -> None:
+        await asyncio.to_thread(worker.stop)
+        store.close()
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(shutdown)
+    app.on_cleanup.append(cleanup)
+    return app
+
+
+def served_routes(app: web.Application) -> list[tuple[str, str]]:
+    """(method, path) of every route the router serves, without the static catch-all."""
+    out = []
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        if route.method in ("HEAD", "*") or path == "/{path}":
+            continue
+        out.append((route.method, path))
+    return out
+
+
+def load_extra_nodes(registry: NodeRegistry, spec: str | None = None) -> list[str]:
+    """The custom-nodes hook: FLUXLOOM_EXTRA_NODES="pkg.mod,other.mod". Importing a module may
+    register nodes with `nodes.base.node`; a module with its own `registry` (a NodeRegistry) has
+    those nodes copied into the app's registry."""
+    loaded = []
+    for name in filter(None, (s.strip() for s in (spec or os.environ.get(EXTRA_NODES_ENV, "")).split(","))):
+        module = importlib.import_module(name)
+        own = getattr(module, "registry", None)
+        if isinstance(own, NodeRegistry) and own is not registry:
+            for d in own:
+                if d.class_type not in registry:
+                    registry.register(d)
+        loaded.append(name)
+    return loaded
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    security = SecurityConfig(
+        host=args.host, token=args.token, allow_unauthenticated=args.allow_unauthenticated
+    )
+    try:
+        warning = check_bind(security)
+    except BindRefused as exc:
+        print(f"fluxloom serve: {exc}", file=sys.stderr)
+        return 2
+    if warning:
+        log.warning("%s", warning)
+    import nodes
+
+    registry = nodes.load_all()
+    try:
+        extra = load_extra_nodes(registry)
+    except ImportError as exc:
+        print(f"fluxloom serve: {EXTRA_NODES_ENV}: cannot import {exc.name or exc}", file=sys.stderr)
+        return 2
+    if extra:
+        log.info("custom nodes from %s", ", ".join(extra))
+    data = Path(args.data_dir)
+    runtime = create_runtime(
+        RuntimeConfig(
+            models_dir=args.models,
+            output_dir=data / "output",
+            input_dir=data / "input",
+            temp_dir=data / "temp",
+            vram_budget_bytes=args.vram_budget,
+            ram_budget_bytes=args.ram_budget,
+            cache_budget_bytes=args.cache_budget,
+        ),
+        registry,
+    )
+    app = create_app(runtime, ServerConfig(data_dir=data, security=security))
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"fluxloom: serving http://{shown}:{args.port}/ (data in {data})", flush=True)
+    # run_app turns SIGINT/SIGTERM into a graceful exit: the running prompt is interrupted and
+    # goes back to the head of the queue, pending prompts stay in SQLite.
+    web.run_app(app, host=args.host, port=args.port, print=None, shutdown_timeout=10, access_log=None)
+    log.info("fluxloom stopped")
+    return 0

@@ -1,0 +1,311 @@
+"""The persistent prompt queue and history: one SQLite table (stdlib sqlite3) in the data dir.
+
+A prompt row moves pending → running → success | error | interrupted. Rows are written before
+`POST /prompt` answers, so a crash or a `kill -9` loses nothing: on the next start the pending
+rows run, and a row left `running` is reported as failed ("server stopped during execution").
+
+The HTTP handlers (event loop) and the worker thread share one connection behind a lock; every
+statement is short, so the loop is never held for long.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PENDING, RUNNING = "pending", "running"
+SUCCESS, ERROR, INTERRUPTED = "success", "error", "interrupted"
+FINISHED = (SUCCESS, ERROR, INTERRUPTED)
+STOPPED_MESSAGE = "server stopped during execution"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS prompts (
+    prompt_id   TEXT PRIMARY KEY,
+    number      REAL NOT NULL,          -- queue order; `front` prompts get a negative number
+    status      TEXT NOT NULL,
+    prompt      TEXT NOT NULL,          -- API-format prompt, JSON
+    extra_data  TEXT NOT NULL,          -- JSON (client_id, extra_pnginfo)
+    outputs     TEXT NOT NULL,          -- output node ids to execute, JSON list
+    client_id   TEXT,
+    result      TEXT,                   -- node id -> UI output, JSON
+    messages    TEXT,                   -- recorded websocket messages, JSON
+    error       TEXT,                   -- execution_error payload, JSON
+    created     REAL NOT NULL,
+    finished    REAL,
+    seq         INTEGER                 -- history order (finish order)
+);
+CREATE INDEX IF NOT EXISTS prompts_status ON prompts(status, number);
+CREATE INDEX IF NOT EXISTS prompts_seq ON prompts(seq);
+"""
+
+
+@dataclass
+class PromptRow:
+    prompt_id: str
+    number: float
+    status: str
+    prompt: dict[str, Any]
+    extra_data: dict[str, Any]
+    outputs_to_execute: list[str]
+    client_id: str | None
+    result: dict[str, Any] = field(default_factory=dict)
+    messages: list = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    created: float = 0.0
+    finished: float | None = None
+
+    def queue_item(self) -> list:
+        """ComfyUI's queue item: [number, prompt_id, prompt, extra_data, outputs_to_execute]."""
+        number = int(self.number) if float(self.number).is_integer() else self.number
+        return [number, self.prompt_id, self.prompt, self.extra_data, self.outputs_to_execute]
+
+    def history_entry(self) -> dict[str, Any]:
+        """ComfyUI's history entry for a finished prompt."""
+        return {
+            "prompt": self.queue_item(),
+            "outputs": self.result,
+            "status": {
+                "status_str": "success" if self.status == SUCCESS else "error",
+                "completed": self.status == SUCCESS,
+                "messages": self.messages,
+            },
+            "meta": {
+                nid: {"node_id": nid, "display_node": nid, "parent_node": None, "real_node_id": nid}
+                for nid in self.result
+            },
+        }
+
+
+def _row(r: sqlite3.Row) -> PromptRow:
+    return PromptRow(
+        prompt_id=r["prompt_id"],
+        number=r["number"],
+        status=r["status"],
+        prompt=json.loads(r["prompt"]),
+        extra_data=json.loads(r["extra_data"]),
+        outputs_to_execute=json.loads(r["outputs"]),
+        client_id=r["client_id"],
+        result=json.loads(r["result"]) if r["result"] else {},
+        messages=json.loads(r["messages"]) if r["messages"] else [],
+        error=json.loads(r["error"]) if r["error"] else None,
+        created=r["created"],
+        finished=r["finished"],
+    )
+
+
+class PromptStore:
+    """Queue + history in one SQLite file; thread-safe; wakes the worker when work arrives."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        # WAL + synchronous=NORMAL: a committed row survives a process kill (not only a clean exit).
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+        self.changed = threading.Condition(self._lock)
+        self._counter = int(self._scalar("SELECT COALESCE(MAX(ABS(number)), 0) FROM prompts")) + 1
+        self._seq = int(self._scalar("SELECT COALESCE(MAX(seq), 0) FROM prompts")) + 1
+
+    def _scalar(self, sql: str, *args: Any) -> Any:
+        with self._lock:
+            return self._db.execute(sql, args).fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- recovery ---------------------------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """Mark prompts left running by a dead process as failed; return their ids."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute("SELECT prompt_id FROM prompts WHERE status=?", (RUNNING,))]
+            for pid in ids:
+                error = {
+                    "prompt_id": pid,
+                    "node_id": None,
+                    "node_type": None,
+                    "node_title": None,
+                    "executed": [],
+                    "exception_message": STOPPED_MESSAGE,
+                    "exception_type": "ServerStopped",
+                    "traceback": [],
+                    "current_inputs": {},
+                    "current_outputs": {},
+                    "timestamp": int(time.time() * 1000),
+                }
+                self._finish_locked(pid, ERROR, {}, [["execution_error", error]], error)
+            return ids
+
+    # --- queue ------------------------------------------------------------------------------
+
+    def add(
+        self,
+        prompt_id: str,
+        prompt: dict[str, Any],
+        extra_data: dict[str, Any],
+        outputs: list[str],
+        client_id: str | None,
+        number: float | None = None,
+        front: bool = False,
+    ) -> float:
+        """Queue a prompt; returns its number (ComfyUI: `front` means a negative number)."""
+        with self._lock:
+            if number is None:
+                number = self._counter
+                self._counter += 1
+                if front:
+                    number = -number
+            self._db.execute(
+                "INSERT INTO prompts (prompt_id, number, status, prompt, extra_data, outputs, client_id,"
+                " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    prompt_id,
+                    number,
+                    PENDING,
+                    json.dumps(prompt),
+                    json.dumps(extra_data),
+                    json.dumps(outputs),
+                    client_id,
+                    time.time(),
+                ),
+            )
+            self.changed.notify_all()
+            return number
+
+    def exists(self, prompt_id: str) -> bool:
+        return self._scalar("SELECT COUNT(*) FROM prompts WHERE prompt_id=?", prompt_id) > 0
+
+    def claim_next(self) -> PromptRow | None:
+        """Take the first pending prompt and mark it running."""
+        with self._lock:
+            r = self._db.execute(
+                "SELECT * FROM prompts WHERE status=? ORDER BY number, created LIMIT 1", (PENDING,)
+            ).fetchone()
+            if r is None:
+                return None
+            self._db.execute("UPDATE prompts SET status=? WHERE prompt_id=?", (RUNNING, r["prompt_id"]))
+            row = _row(r)
+            row.status = RUNNING
+            return row
+
+    def requeue(self, prompt_id: str) -> None:
+        """Put a running prompt back at the head of the queue (graceful shutdown)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE prompts SET status=? WHERE prompt_id=? AND status=?", (PENDING, prompt_id, RUNNING)
+            )
+
+    def finish(
+        self,
+        prompt_id: str,
+        status: str,
+        result: dict[str, Any],
+        messages: list,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        with self._lock:
+            self._finish_locked(prompt_id, status, result, messages, error)
+            self.changed.notify_all()
+
+    def _finish_locked(self, prompt_id: str, status: str, result: dict, messages: list, error: Any) -> None:
+        self._db.execute(
+            "UPDATE prompts SET status=?, result=?, messages=?, error=?, finished=?, seq=? WHERE prompt_id=?",
+            (
+                status,
+                json.dumps(result),
+                json.dumps(messages),
+                json.dumps(error) if error else None,
+                time.time(),
+                self._seq,
+                prompt_id,
+            ),
+        )
+        self._seq += 1
+
+    def pending(self) -> list[PromptRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM prompts WHERE status=? ORDER BY number, created", (PENDING,)
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    def running(self) -> list[PromptRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM prompts WHERE status=?", (RUNNING,)).fetchall()
+        return [_row(r) for r in rows]
+
+    def remaining(self) -> int:
+        return int(self._scalar("SELECT COUNT(*) FROM prompts WHERE status IN (?, ?)", PENDING, RUNNING))
+
+    def position(self, prompt_id: str) -> int | None:
+        """0-based place among pending prompts."""
+        for i, row in enumerate(self.pending()):
+            if row.prompt_id == prompt_id:
+                return i
+        return None
+
+    def delete_pending(self, prompt_ids: list[str] | None = None) -> int:
+        """Remove pending prompts (all when `prompt_ids` is None); running ones stay."""
+        with self._lock:
+            if prompt_ids is None:
+                n = self._db.execute("DELETE FROM prompts WHERE status=?", (PENDING,)).rowcount
+            else:
+                n = sum(
+                    self._db.execute(
+                        "DELETE FROM prompts WHERE status=? AND prompt_id=?", (PENDING, str(pid))
+                    ).rowcount
+                    for pid in prompt_ids
+                )
+            self.changed.notify_all()
+            return n
+
+    # --- history ----------------------------------------------------------------------------
+
+    def get(self, prompt_id: str) -> PromptRow | None:
+        with self._lock:
+            r = self._db.execute("SELECT * FROM prompts WHERE prompt_id=?", (prompt_id,)).fetchone()
+        return _row(r) if r is not None else None
+
+    def history(self, max_items: int | None = None, offset: int = -1) -> list[PromptRow]:
+        """Finished prompts in finish order. As in ComfyUI, a negative offset with `max_items`
+        means the latest `max_items`; offset 0 starts at the oldest."""
+        marks = ",".join("?" * len(FINISHED))
+        with self._lock:
+            total = self._db.execute(f"SELECT COUNT(*) FROM prompts WHERE status IN ({marks})", FINISHED)
+            total = total.fetchone()[0]
+            if offset < 0:
+                offset = max(0, total - max_items) if max_items is not None else 0
+            limit = max_items if max_items is not None else -1
+            rows = self._db.execute(
+                f"SELECT * FROM prompts WHERE status IN ({marks}) ORDER BY seq LIMIT ? OFFSET ?",
+                (*FINISHED, limit, offset),
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    def delete_history(self, prompt_ids: list[str] | None = None) -> int:
+        marks = ",".join("?" * len(FINISHED))
+        with self._lock:
+            if prompt_ids is None:
+                return self._db.execute(f"DELETE FROM prompts WHERE status IN ({marks})", FINISHED).rowcount
+            return sum(
+                self._db.execute(
+                    f"DELETE FROM prompts WHERE status IN ({marks}) AND prompt_id=?", (*FINISHED, str(pid))
+                ).rowcount
+                for pid in prompt_ids
+            )
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Block the worker until something is queued (or `timeout` passes)."""
+        with self._lock:
+            if self._scalar("SELECT COUNT(*) FROM prompts WHERE status=?", PENDING) == 0:
+                self.changed.wait(timeout)

@@ -1,0 +1,89 @@
+"""What every route handler shares: the application state, JSON body reading with a size limit,
+and JSON errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from server.queue import PromptStore
+from server.runtime import Runtime
+from server.security import json_error
+from server.worker import Worker
+from server.ws import Hub
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_json_bytes: int = 16 * 2**20  # a POST /prompt body (workflows with embedded text)
+    max_upload_bytes: int = 64 * 2**20  # one uploaded image
+    max_image_pixels: int = 16384 * 16384
+
+
+@dataclass
+class AppState:
+    runtime: Runtime
+    store: PromptStore
+    hub: Hub
+    worker: Worker
+    data_dir: Path
+    web_dir: Path
+    limits: Limits = field(default_factory=Limits)
+    loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def workflows_dir(self) -> Path:
+        return self.data_dir / "workflows"
+
+    def folder(self, kind: str) -> Path | None:
+        """The folder behind a `type=` of /view and /upload/image."""
+        env = self.runtime.env
+        return {"output": env.output_dir, "input": env.input_dir, "temp": env.temp_dir}.get(kind)
+
+    def status(self) -> dict[str, Any]:
+        return {"status": {"exec_info": {"queue_remaining": self.store.remaining()}}}
+
+
+STATE = web.AppKey("fluxloom_state", AppState)
+
+
+def state(request: web.Request) -> AppState:
+    return request.app[STATE]
+
+
+class BadRequest(Exception):
+    def __init__(self, kind: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.status = kind, message, status
+
+    def response(self) -> web.Response:
+        return json_error(self.status, self.kind, self.message)
+
+
+async def read_json(request: web.Request, default: Any = None) -> Any:
+    """The body as JSON whatever its Content-Type (ComfyUI clients often send none), within the
+    size limit."""
+    limit = state(request).limits.max_json_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise BadRequest("request_too_large", f"request body over {limit} bytes", 413)
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise BadRequest("request_too_large", f"request body over {limit} bytes", 413)
+    if not body.strip():
+        return default
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest("invalid_json", f"request body is not valid JSON: {exc}") from None
+
+
+async def read_object(request: web.Request) -> dict[str, Any]:
+    data = await read_json(request, {})
+    if not isinstance(data, dict):
+        raise BadRequest("invalid_json", "request body must be a JSON object")
+    return data

@@ -1,0 +1,151 @@
+"""Files: GET /view, POST /upload/image, and the static canvas (web/ at `/`). Every path goes
+through `security.safe_join`, so nothing outside its folder is ever read or written."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import mimetypes
+import os
+import tempfile
+from pathlib import Path
+
+from aiohttp import web
+
+from server.routes.common import AppState, BadRequest, state
+from server.security import UnsafePath, safe_join
+
+# ES modules must be served with a JavaScript type or browsers refuse to run them.
+for _ext, _type in (
+    (".js", "text/javascript"),
+    (".mjs", "text/javascript"),
+    (".css", "text/css"),
+    (".map", "application/json"),
+    (".json", "application/json"),
+    (".svg", "image/svg+xml"),
+):
+    mimetypes.add_type(_type, _ext)
+
+PLACEHOLDER = """<!doctype html><html><head><meta charset="utf-8"><title>fluxloom</title></head>
+<body><h1>fluxloom</h1><p>The canvas (web/index.html) is not installed. The API is running:
+see <a href="/openapi.json">/openapi.json</a>.</p></body></html>"""
+
+
+def _folder(st: AppState, kind: str) -> Path:
+    folder = st.folder(kind)
+    if folder is None:
+        raise BadRequest("invalid_request", f"type must be output, input or temp, not {kind!r}")
+    return folder
+
+
+def _safe(folder: Path, *parts: str) -> Path:
+    try:
+        return safe_join(folder, *parts)
+    except UnsafePath as exc:
+        raise BadRequest("forbidden_path", str(exc), 403) from None
+
+
+async def get_view(request: web.Request) -> web.StreamResponse:
+    st = state(request)
+    filename = request.query.get("filename")
+    if not filename:
+        raise BadRequest("invalid_request", "filename is required")
+    folder = _folder(st, request.query.get("type") or "output")
+    path = _safe(folder, request.query.get("subfolder", ""), filename)
+    if not path.is_file():
+        raise BadRequest("not_found", f"no file {filename!r}", 404)
+    return web.FileResponse(path, headers={"Content-Disposition": f'inline; filename="{path.name}"'})
+
+
+def _check_image(data: bytes, max_pixels: int) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > max_pixels:
+                raise BadRequest("invalid_image", f"image is {img.width}x{img.height}, over the pixel limit")
+            img.verify()
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # verify() misses truncated pixel data
+    except BadRequest:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise BadRequest("invalid_image", f"upload is not a readable image: {exc}") from None
+
+
+def _free_name(folder: Path, name: str) -> Path:
+    """`name`, or `stem (1).ext`, `stem (2).ext`… when taken (ComfyUI's rule)."""
+    stem, ext = os.path.splitext(name)
+    candidate, i = folder / name, 1
+    while candidate.exists() or candidate.is_symlink():
+        candidate, i = folder / f"{stem} ({i}){ext}", i + 1
+    return candidate
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Atomic write: a reader never sees half an image; a symlink at `path` is replaced, not followed."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+async def post_upload_image(request: web.Request) -> web.Response:
+    st = state(request)
+    limit = st.limits.max_upload_bytes
+    if not request.content_type.startswith("multipart/"):
+        raise BadRequest("invalid_request", "upload must be multipart/form-data with an 'image' field")
+    fields: dict[str, str] = {}
+    data, filename = None, None
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if part.name == "image":
+            filename = part.filename
+            buf = bytearray()
+            while chunk := await part.read_chunk(1 << 16):
+                buf += chunk
+                if len(buf) > limit:
+                    raise BadRequest("upload_too_large", f"upload over {limit} bytes", 413)
+            data = bytes(buf)
+        elif part.name in ("overwrite", "subfolder", "type"):
+            fields[part.name] = (await part.read(decode=True)).decode("utf-8", "replace")[:1024]
+    if data is None or not filename:
+        raise BadRequest("invalid_request", "no 'image' file in the upload")
+    folder = _folder(st, fields.get("type") or "input")
+    subfolder = fields.get("subfolder", "")
+    name = os.path.basename(filename.replace("\\", "/"))
+    if not name or name in (".", "..") or name.startswith("."):
+        raise BadRequest("forbidden_path", f"bad file name {filename!r}", 403)
+    target = _safe(folder, subfolder, name)
+    _safe(folder, subfolder)  # the subfolder itself must stay inside too
+    await asyncio.to_thread(_check_image, data, st.limits.max_image_pixels)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if fields.get("overwrite", "").lower() not in ("true", "1"):
+        target = _free_name(target.parent, target.name)
+    await asyncio.to_thread(_write, target, data)
+    return web.json_response(
+        {"name": target.name, "subfolder": subfolder, "type": fields.get("type") or "input"}
+    )
+
+
+async def get_static(request: web.Request) -> web.StreamResponse:
+    """web/ at `/` (web/node_modules at /node_modules); anything else is a JSON 404."""
+    st = state(request)
+    rel = request.match_info.get("path", "")
+    if request.method not in ("GET", "HEAD"):
+        raise BadRequest("not_found", f"no route {request.method} {request.path}", 404)
+    if rel in ("", "index.html") and not (st.web_dir / "index.html").is_file():
+        return web.Response(text=PLACEHOLDER, content_type="text/html")
+    try:
+        path = safe_join(st.web_dir, rel or "index.html")
+    except UnsafePath:
+        raise BadRequest("not_found", f"no route {request.method} {request.path}", 404) from None
+    if path.is_dir():
+        path = path / "index.html"
+    if not path.is_file():
+        raise BadRequest("not_found", f"no route {request.method} {request.path}", 404)
+    return web.FileResponse(path, headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,191 @@
+"""ComfyUI's queue routes: POST/GET /prompt, GET/POST /queue, GET/POST /history, /interrupt,
+/free; and fluxloom's GET /jobs/{prompt_id}."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from server.graph import ValidationError, validate_prompt
+from server.queue import PENDING, RUNNING
+from server.routes.common import AppState, BadRequest, read_object, state
+from server.workflow_io import WorkflowError, apply_overrides, is_ui_format, to_api
+
+
+async def enqueue(st: AppState, prompt: Any, body: dict[str, Any], overrides: Any = None) -> web.Response:
+    """Validate and queue; 200 `{prompt_id, number, node_errors}` or 400 `{error, node_errors}`.
+    `prompt` may be a UI-format workflow (converted here); `overrides` are `{"node.input": value}`."""
+    extra_data = body.get("extra_data") or {}
+    if not isinstance(extra_data, dict):
+        raise BadRequest("invalid_prompt", "extra_data must be a JSON object")
+    extra_data = dict(extra_data)
+    try:
+        if is_ui_format(prompt):
+            extra_data.setdefault("extra_pnginfo", {}).setdefault("workflow", prompt)
+            prompt = to_api(prompt, st.runtime.registry)
+        if overrides:
+            if not isinstance(overrides, dict):
+                raise WorkflowError('"set" must be an object of {"node.input": value}')
+            prompt = apply_overrides(prompt, overrides)
+    except (WorkflowError, KeyError, TypeError, AttributeError) as exc:
+        raise BadRequest("invalid_workflow", f"workflow could not be converted: {exc}") from None
+    try:
+        vp = await asyncio.to_thread(validate_prompt, prompt, st.runtime.registry, st.runtime.env)
+    except ValidationError as exc:
+        return web.json_response(exc.as_json(), status=400)
+    prompt_id = str(body.get("prompt_id") or uuid.uuid4())
+    if st.store.exists(prompt_id):
+        raise BadRequest("duplicate_prompt_id", f"prompt_id {prompt_id!r} is already used")
+    client_id = body.get("client_id")
+    if client_id is not None:
+        client_id = str(client_id)
+        extra_data["client_id"] = client_id
+    number = body.get("number")
+    if number is not None and (isinstance(number, bool) or not isinstance(number, int | float)):
+        raise BadRequest("invalid_prompt", "number must be a number")
+    number = st.store.add(
+        prompt_id, prompt, extra_data, vp.outputs, client_id, number=number, front=bool(body.get("front"))
+    )
+    st.hub.broadcast_status()
+    number = int(number) if float(number).is_integer() else number
+    return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": {}})
+
+
+async def post_prompt(request: web.Request) -> web.Response:
+    body = await read_object(request)
+    if "prompt" not in body:
+        raise BadRequest("no_prompt", "No prompt provided")
+    return await enqueue(state(request), body["prompt"], body, body.get("set"))
+
+
+async def get_prompt(request: web.Request) -> web.Response:
+    return web.json_response(state(request).status()["status"])
+
+
+async def get_queue(request: web.Request) -> web.Response:
+    st = state(request)
+    return web.json_response(
+        {
+            "queue_running": [r.queue_item() for r in st.store.running()],
+            "queue_pending": [r.queue_item() for r in st.store.pending()],
+        }
+    )
+
+
+def _ids(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise BadRequest("invalid_request", '"delete" must be a list of prompt ids')
+    return [str(v) for v in value]
+
+
+async def post_queue(request: web.Request) -> web.Response:
+    st = state(request)
+    body = await read_object(request)
+    deleted = 0
+    if body.get("clear"):
+        deleted += st.store.delete_pending(None)
+    if "delete" in body:
+        deleted += st.store.delete_pending(_ids(body["delete"]))
+    st.hub.broadcast_status()
+    return web.json_response({"deleted": deleted})
+
+
+def _int_query(request: web.Request, name: str, default: int | None) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadRequest("invalid_request", f"{name} must be an integer, not {raw!r}") from None
+
+
+async def get_history(request: web.Request) -> web.Response:
+    st = state(request)
+    max_items = _int_query(request, "max_items", None)
+    offset = _int_query(request, "offset", -1)
+    if max_items is not None and max_items < 0:
+        raise BadRequest("invalid_request", "max_items must be >= 0")
+    rows = st.store.history(max_items, offset)
+    return web.json_response({r.prompt_id: r.history_entry() for r in rows})
+
+
+async def get_history_item(request: web.Request) -> web.Response:
+    row = state(request).store.get(request.match_info["prompt_id"])
+    if row is None or row.status in (PENDING, RUNNING):
+        return web.json_response({})
+    return web.json_response({row.prompt_id: row.history_entry()})
+
+
+async def post_history(request: web.Request) -> web.Response:
+    st = state(request)
+    body = await read_object(request)
+    deleted = 0
+    if body.get("clear"):
+        deleted += st.store.delete_history(None)
+    if "delete" in body:
+        deleted += st.store.delete_history(_ids(body["delete"]))
+    return web.json_response({"deleted": deleted})
+
+
+async def post_interrupt(request: web.Request) -> web.Response:
+    body = await read_object(request)
+    prompt_id = body.get("prompt_id")
+    done = state(request).worker.interrupt(str(prompt_id) if prompt_id else None)
+    return web.json_response({"interrupted": done})
+
+
+async def post_free(request: web.Request) -> web.Response:
+    body = await read_object(request)
+    unload, free = bool(body.get("unload_models")), bool(body.get("free_memory"))
+    state(request).worker.request_free(unload, free)
+    return web.json_response({"unload_models": unload, "free_memory": free})
+
+
+async def get_job(request: web.Request) -> web.Response:
+    st = state(request)
+    prompt_id = request.match_info["prompt_id"]
+    row = st.store.get(prompt_id)
+    if row is None:
+        raise BadRequest("not_found", f"no job {prompt_id!r}", 404)
+    job: dict[str, Any] = {"prompt_id": row.prompt_id, "number": row.queue_item()[0], "status": row.status}
+    if row.status == PENDING:
+        job["position"] = st.store.position(prompt_id)
+    elif row.status == RUNNING:
+        current = dict(st.runtime.executor.current or {})
+        node = current.get("node")
+        info = row.prompt.get(node, {}) if node is not None else {}
+        job["node"] = node
+        job["node_type"] = info.get("class_type")
+        job["node_title"] = info.get("_meta", {}).get("title", info.get("class_type"))
+        job["step"] = current.get("value", 0)
+        job["steps"] = current.get("max", 0)
+    else:
+        job["outputs"] = row.result
+        job["files"] = _files(st, row.result)
+        job["error"] = row.error
+        job["seconds"] = round((row.finished or row.created) - row.created, 3)
+    return web.json_response(job)
+
+
+def _files(st: AppState, outputs: dict[str, Any]) -> list[dict[str, str]]:
+    """Every image of a job: its /view query and where it lies on the server."""
+    files = []
+    for ui in outputs.values():
+        for img in ui.get("images", []) if isinstance(ui, dict) else []:
+            folder = st.folder(img.get("type", "output"))
+            if folder is None or "filename" not in img:
+                continue
+            sub = img.get("subfolder", "")
+            files.append(
+                {
+                    "filename": img["filename"],
+                    "subfolder": sub,
+                    "type": img.get("type", "output"),
+                    "path": str((folder / sub / img["filename"]).resolve()),
+                }
+            )
+    return files

@@ -1,0 +1,134 @@
+"""The one worker thread that executes the queue, so a long sampling run never blocks the event
+loop that serves HTTP and the websocket. Events from the executor are handed to `notify`, which
+the app bridges to the loop with `call_soon_threadsafe`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from server.executor import ExecutionResult
+from server.graph import ValidationError
+from server.queue import ERROR, INTERRUPTED, SUCCESS, PromptRow, PromptStore
+from server.runtime import Runtime
+
+log = logging.getLogger("fluxloom.worker")
+
+Notify = Callable[[str, dict[str, Any], str | None], None]  # (event, data, client_id or None)
+
+
+class Worker:
+    def __init__(
+        self, store: PromptStore, runtime: Runtime, notify: Notify, queue_changed: Callable[[], None]
+    ):
+        self.store = store
+        self.runtime = runtime
+        self.notify = notify
+        self.queue_changed = queue_changed
+        self.running: PromptRow | None = None
+        self._free = {"unload_models": False, "free_memory": False}  # done between prompts
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="fluxloom-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after interrupting the running prompt, which goes back to the queue's head."""
+        self._stopping.set()
+        self.runtime.executor.interrupt()
+        with self.store.changed:
+            self.store.changed.notify_all()
+        self._thread.join(timeout)
+
+    def interrupt(self, prompt_id: str | None = None) -> bool:
+        """Interrupt the running prompt (only if it is `prompt_id`, when given)."""
+        row = self.running
+        if row is None or (prompt_id and row.prompt_id != prompt_id):
+            return False
+        self.runtime.executor.interrupt()
+        return True
+
+    def request_free(self, unload_models: bool, free_memory: bool) -> None:
+        """Release models / clear the output cache once no prompt is running (as ComfyUI does)."""
+        self._free["unload_models"] |= unload_models
+        self._free["free_memory"] |= free_memory
+        with self.store.changed:
+            self.store.changed.notify_all()
+
+    def _do_free(self) -> None:
+        unload, free = self._free["unload_models"], self._free["free_memory"]
+        self._free.update(unload_models=False, free_memory=False)
+        models = self.runtime.env.models
+        if (unload or free) and models is not None and hasattr(models, "release_all"):
+            models.release_all()
+        if free:
+            self.runtime.executor.cache.clear()
+        if unload or free:
+            log.info("freed memory (unload_models=%s, free_memory=%s)", unload, free)
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._do_free()
+            except Exception:  # a failing release must not stop the queue
+                log.exception("freeing memory failed")
+            row = self.store.claim_next()
+            if row is None:
+                self.store.wait_for_work(0.5)
+                continue
+            self.running = row
+            try:
+                self._run(row)
+            finally:
+                self.running = None
+                self.queue_changed()
+
+    def _run(self, row: PromptRow) -> None:
+        self.queue_changed()
+
+        def listener(event: str, data: dict[str, Any]) -> None:
+            self.notify(event, data, row.client_id)
+
+        try:
+            result = self.runtime.executor.execute(row.prompt, row.prompt_id, listener, row.extra_data)
+        except ValidationError as exc:
+            # Valid when queued, invalid now (e.g. a model file was removed meanwhile).
+            result = self._failed(row, f"prompt no longer valid: {exc}", listener)
+        except Exception as exc:  # an engine bug must not kill the worker or lose the prompt
+            log.exception("executor failed on prompt %s", row.prompt_id)
+            result = self._failed(row, f"internal error: {exc}", listener, traceback.format_exception(exc))
+        if result.status == INTERRUPTED and self._stopping.is_set():
+            self.store.requeue(row.prompt_id)
+            log.info("prompt %s goes back to the queue (server stopping)", row.prompt_id)
+            return
+        messages = [[event, data] for event, data in result.messages]
+        status = result.status if result.status in (SUCCESS, ERROR, INTERRUPTED) else ERROR
+        self.store.finish(row.prompt_id, status, result.outputs, messages, result.error)
+
+    @staticmethod
+    def _failed(
+        row: PromptRow, message: str, listener: Callable, tb: list[str] | None = None
+    ) -> ExecutionResult:
+        error = {
+            "prompt_id": row.prompt_id,
+            "node_id": None,
+            "node_type": None,
+            "node_title": None,
+            "executed": [],
+            "exception_message": message,
+            "exception_type": "ValidationError" if tb is None else "InternalError",
+            "traceback": tb or [],
+            "current_inputs": {},
+            "current_outputs": {},
+            "timestamp": int(time.time() * 1000),
+        }
+        listener("execution_error", error)
+        listener("executing", {"node": None, "display_node": None, "prompt_id": row.prompt_id})
+        return ExecutionResult(
+            prompt_id=row.prompt_id, status=ERROR, error=error, messages=[("execution_error", error)]
+        )
