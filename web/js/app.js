@@ -1,0 +1,310 @@
+// The canvas application: registers node types from the server, shows the graph, queues it,
+// follows execution over the websocket, and moves workflows in and out.
+import { LGraph, LGraphCanvas, LiteGraph } from "@comfyorg/litegraph";
+import { Api, ApiError } from "./api.js";
+import { applyTypeColors } from "./colors.js";
+import { workflowToPrompt } from "./convert.js";
+import { Execution } from "./execution.js";
+import { checkAvailableChoices } from "./models.js";
+import { clearRunMarks, stateOf } from "./nodestate.js";
+import { registerNodeTypes } from "./nodetypes.js";
+import { StatusLine } from "./status.js";
+import { applyControl } from "./widgets.js";
+import {
+  DEFAULT_WORKFLOW,
+  downloadJson,
+  lastGraph,
+  readWorkflowFile,
+  storeLastGraph,
+  unwrapWorkflow,
+  workflowNames,
+} from "./workflows.js";
+
+const $ = (id) => document.getElementById(id);
+
+function configureLiteGraph() {
+  LiteGraph.release_link_on_empty_shows_menu = true;
+  LiteGraph.search_filter_enabled = false;
+  LiteGraph.search_hide_on_mouse_leave = false;
+  LiteGraph.search_show_all_on_open = true;
+  LiteGraph.alt_drag_do_clone_nodes = true;
+  LiteGraph.snaps_for_comfy = true;
+  LiteGraph.catch_exceptions = true;
+}
+
+export class App {
+  constructor() {
+    this.api = new Api();
+    this.objectInfo = {};
+    this.graph = null;
+    this.canvas = null;
+    this.status = null;
+    this.execution = null;
+    this.notes = [];
+    this.workflowList = [];
+  }
+
+  async start() {
+    configureLiteGraph();
+    this.objectInfo = await this.api.objectInfo();
+    this.nodeTypes = registerNodeTypes(this.objectInfo);
+    this.graph = new LGraph();
+    this.canvas = new LGraphCanvas($("graph-canvas"), this.graph);
+    applyTypeColors(this.canvas);
+    this.canvas.show_info = false;
+    this.fitCanvas();
+    window.addEventListener("resize", () => this.fitCanvas());
+
+    this.status = new StatusLine(this.api, $("status-line"));
+    this.execution = new Execution(this);
+    this.execution.listen();
+    this.bindToolbar();
+    this.bindKeys();
+    this.bindDrop();
+    document.addEventListener("fluxloom:open-image", (e) => this.openImage(e.detail.url));
+    this.api.connect();
+
+    await this.status.refresh();
+    this.status.schedule();
+    await this.refreshWorkflowMenu();
+    await this.loadInitial();
+    // Keep the last graph across reloads (as ComfyUI does).
+    setInterval(() => this.persist(), 2000);
+    window.addEventListener("beforeunload", () => this.persist());
+  }
+
+  fitCanvas() {
+    const wrap = $("canvas-wrap");
+    this.canvas.resize(wrap.clientWidth, wrap.clientHeight);
+    this.canvas.setDirty(true, true);
+  }
+
+  // --- notices and panels ------------------------------------------------------------------
+
+  notice(text, { error = false, details = null } = {}) {
+    const el = $("notice");
+    el.textContent = text;
+    el.className = error ? "error" : "";
+    el.title = details ? "click to read the full error" : text;
+    el.onclick = details ? () => this.showError(text, details) : null;
+  }
+
+  showError(title, body) {
+    $("error-title").textContent = title;
+    $("error-body").textContent = body;
+    $("error-panel").hidden = false;
+  }
+
+  openImage(url) {
+    $("lightbox-img").src = url;
+    $("lightbox").hidden = false;
+  }
+
+  // --- graph in and out ---------------------------------------------------------------------
+
+  serialize() {
+    return this.graph.serialize();
+  }
+
+  /** Replace the graph with a UI workflow; unknown node types are reported, not fatal. */
+  async loadWorkflow(workflow, source = "workflow") {
+    const missing = [...new Set((workflow.nodes || []).map((n) => n.type))].filter(
+      (t) => !LiteGraph.registered_node_types[t],
+    );
+    this.graph.configure(structuredClone(workflow));
+    clearRunMarks(this.graph);
+    const stats = this.status.stats || (await this.status.refresh());
+    this.notes = checkAvailableChoices(this.graph, stats);
+    if (missing.length) {
+      this.notice(`${source}: unknown node types ${missing.join(", ")}`, { error: true });
+    } else if (this.notes.length) {
+      this.notice(this.notes.join(" · "), { details: this.notes.join("\n") });
+    } else {
+      this.notice(`opened ${source}`);
+    }
+    this.canvas.setDirty(true, true);
+    this.persist();
+  }
+
+  async loadInitial() {
+    const last = lastGraph();
+    if (last) {
+      try {
+        await this.loadWorkflow(last, "last graph");
+        return;
+      } catch (err) {
+        this.notice(`could not reopen the last graph (${err.message}); opening the default`, { error: true });
+      }
+    }
+    if (!this.workflowList.includes(DEFAULT_WORKFLOW)) {
+      this.notice(`the server has no ${DEFAULT_WORKFLOW} workflow; add nodes with a double click`);
+      return;
+    }
+    try {
+      await this.loadServerWorkflow(DEFAULT_WORKFLOW);
+    } catch (err) {
+      this.notice(`default workflow ${DEFAULT_WORKFLOW} not available (${err.message})`, { error: true });
+    }
+  }
+
+  async loadServerWorkflow(name) {
+    const body = await this.api.getWorkflow(name);
+    await this.loadWorkflow(unwrapWorkflow(body), name);
+  }
+
+  persist() {
+    if (this.graph) storeLastGraph(this.serialize());
+  }
+
+  async refreshWorkflowMenu() {
+    const menu = $("workflow-menu");
+    let names = [];
+    try {
+      names = workflowNames(await this.api.listWorkflows());
+    } catch (err) {
+      this.notice(`could not list server workflows (${err.message})`, { error: true });
+    }
+    this.workflowList = names;
+    menu.replaceChildren(new Option("Server workflows…", ""), ...names.map((n) => new Option(n, n)));
+  }
+
+  async openFile(file) {
+    try {
+      await this.loadWorkflow(await readWorkflowFile(file), file.name);
+    } catch (err) {
+      this.notice(err.message, { error: true, details: err.message });
+    }
+  }
+
+  // --- queueing ----------------------------------------------------------------------------
+
+  async queue() {
+    const workflow = this.serialize();
+    const prompt = workflowToPrompt(workflow, this.objectInfo);
+    clearRunMarks(this.graph);
+    try {
+      const result = await this.api.queuePrompt(prompt, workflow);
+      const warnings = result.warnings || [];
+      this.notice(`queued prompt ${result.number ?? ""}${warnings.length ? ` · ${warnings.join(" · ")}` : ""}`);
+      this.applySeedControls();
+      this.persist();
+      return result;
+    } catch (err) {
+      if (err instanceof ApiError && err.body && typeof err.body === "object" && err.body.error) {
+        this.execution.showValidationErrors(err.body, prompt);
+      } else {
+        this.notice(`queueing failed: ${err.message}`, { error: true, details: String(err.stack || err) });
+      }
+      return null;
+    }
+  }
+
+  applySeedControls() {
+    for (const node of this.graph._nodes) {
+      for (const w of node.widgets || []) if (w.fluxControl) applyControl(w);
+    }
+    this.graph.setDirtyCanvas(true, true);
+  }
+
+  // --- wiring ------------------------------------------------------------------------------
+
+  bindToolbar() {
+    $("queue-button").addEventListener("click", () => this.queue());
+    $("interrupt-button").addEventListener("click", async () => {
+      try {
+        await this.api.interrupt();
+        this.notice("interrupt requested");
+      } catch (err) {
+        this.notice(`interrupt failed: ${err.message}`, { error: true });
+      }
+    });
+    $("save-button").addEventListener("click", () => {
+      const name = prompt("Save workflow as", this.graph.extra?.fluxloomName || "workflow");
+      if (name) downloadJson(this.serialize(), name.endsWith(".json") ? name : `${name}.json`);
+    });
+    $("load-button").addEventListener("click", () => $("file-input").click());
+    $("file-input").addEventListener("change", async (e) => {
+      const file = e.target.files?.[0];
+      e.target.value = "";
+      if (file) await this.openFile(file);
+    });
+    $("workflow-menu").addEventListener("change", async (e) => {
+      const name = e.target.value;
+      e.target.value = "";
+      if (!name) return;
+      try {
+        await this.loadServerWorkflow(name);
+      } catch (err) {
+        this.notice(`could not open ${name}: ${err.message}`, { error: true });
+      }
+    });
+    $("save-server-button").addEventListener("click", async () => {
+      const name = prompt("Save on the server as", "my-workflow");
+      if (!name) return;
+      try {
+        await this.api.saveWorkflow(name, this.serialize());
+        this.notice(`saved on the server as ${name}`);
+        await this.refreshWorkflowMenu();
+      } catch (err) {
+        this.notice(`saving ${name} failed: ${err.message}`, { error: true });
+      }
+    });
+    $("add-node-button").addEventListener("click", (e) => this.canvas.showSearchBox(e));
+    $("error-close").addEventListener("click", () => ($("error-panel").hidden = true));
+    $("lightbox").addEventListener("click", () => ($("lightbox").hidden = true));
+  }
+
+  bindKeys() {
+    window.addEventListener(
+      "keydown",
+      (e) => {
+        if ((e.ctrlKey || e.metaKey) && e.key === "Enter") {
+          e.preventDefault();
+          e.stopPropagation();
+          this.queue();
+        } else if (e.key === "Escape") {
+          $("lightbox").hidden = true;
+        }
+      },
+      true,
+    );
+  }
+
+  bindDrop() {
+    const hint = $("drop-hint");
+    document.addEventListener("dragover", (e) => {
+      if (![...(e.dataTransfer?.types || [])].includes("Files")) return;
+      e.preventDefault();
+      hint.hidden = false;
+    });
+    document.addEventListener("dragleave", (e) => {
+      if (e.relatedTarget === null) hint.hidden = true;
+    });
+    document.addEventListener("drop", async (e) => {
+      hint.hidden = true;
+      const file = e.dataTransfer?.files?.[0];
+      if (!file) return;
+      e.preventDefault();
+      e.stopPropagation();
+      await this.openFile(file);
+    });
+  }
+}
+
+const app = new App();
+// A small hook for tests and for the curious: read-only access to the live objects.
+window.fluxloom = { app, stateOf, ready: false };
+app
+  .start()
+  .then(() => {
+    window.fluxloom.graph = app.graph;
+    window.fluxloom.canvas = app.canvas;
+    window.fluxloom.ready = true;
+    document.body.dataset.ready = "true";
+  })
+  .catch((err) => {
+    console.error("fluxloom failed to start", err);
+    app.notice?.(`fluxloom failed to start: ${err.message}`, { error: true });
+    document.getElementById("status-line").textContent = `fluxloom failed to start: ${err.message}`;
+    document.body.dataset.ready = "failed";
+  });

@@ -1,0 +1,38 @@
+// After a workflow loads: combos whose saved value is not available on this machine (a model not
+// installed, an input image not present) are marked, and on a machine that only has the demo
+// model the model loaders are pointed at it, so the first Ctrl+Enter makes an image.
+import { stateOf } from "./nodestate.js";
+
+export const DEMO_MODEL = "fluxloom-demo";
+
+function demoChoice(values) {
+  return values.find((v) => String(v).includes(DEMO_MODEL));
+}
+
+/** Returns human-readable notes, one per changed or missing value. */
+export function checkAvailableChoices(graph, stats) {
+  const notes = [];
+  const demoOnly = Boolean(stats?.fluxloom?.demo_only);
+  for (const node of graph._nodes) {
+    const s = stateOf(node);
+    s.note = null;
+    for (const widget of node.widgets || []) {
+      if (widget.fluxSpec?.kind !== "COMBO") continue;
+      const values = widget.options.values || [];
+      if (values.includes(widget.value)) continue;
+      const missing = widget.value;
+      const demo = demoChoice(values);
+      const onlyDemo = demo !== undefined && (demoOnly || values.every((v) => v === demo));
+      if (onlyDemo) {
+        widget.value = demo;
+        s.note = { badge: "demo model", text: `${missing} is not installed: using ${demo} (its images are noise)` };
+      } else {
+        const choices = values.length ? values.join(", ") : "none found";
+        s.note = { badge: "missing", text: `${widget.name} "${missing}" is not available; choose: ${choices}` };
+      }
+      notes.push(`${node.title}: ${s.note.text}`);
+    }
+  }
+  graph.setDirtyCanvas(true, true);
+  return notes;
+}

@@ -1,0 +1,71 @@
+// Node classes generated from `GET /object_info`: one litegraph class per `class_type`, with
+// typed sockets, widgets from the specs, and the run-state drawing shared by every node.
+import { LGraphNode, LiteGraph } from "@comfyorg/litegraph";
+import { drawNodeState, nodeMouseDown } from "./nodestate.js";
+import { addWidgetForSpec, isWidgetSpec } from "./widgets.js";
+
+/** Inputs in declared order (`input_order` when the server sends it). */
+function orderedInputs(info) {
+  const out = [];
+  for (const group of ["required", "optional"]) {
+    const specs = info.input?.[group] || {};
+    const order = info.input_order?.[group] || Object.keys(specs);
+    for (const name of order) {
+      if (specs[name]) out.push({ name, spec: specs[name], optional: group === "optional" });
+    }
+  }
+  return out;
+}
+
+function defineNodeClass(name, info) {
+  const inputs = orderedInputs(info);
+
+  class FluxloomNode extends LGraphNode {
+    static title = info.display_name || name;
+    static comfyClass = name;
+    static nodeData = info;
+
+    constructor(title) {
+      super(title);
+      this.serialize_widgets = true;
+      this.fluxInfo = info;
+      for (const { name: inputName, spec } of inputs) {
+        if (isWidgetSpec(spec)) {
+          addWidgetForSpec(this, inputName, spec);
+        } else {
+          const slot = this.addInput(inputName, spec[0]);
+          if (spec[1]?.tooltip) slot.tooltip = spec[1].tooltip;
+        }
+      }
+      (info.output || []).forEach((type, i) => {
+        this.addOutput(info.output_name?.[i] || type, type);
+      });
+      const [w, h] = this.computeSize();
+      this.size = [Math.max(w, 240), h];
+    }
+
+    onDrawForeground(ctx) {
+      drawNodeState(this, ctx);
+    }
+
+    onMouseDown(e, pos) {
+      return nodeMouseDown(this, e, pos);
+    }
+  }
+
+  FluxloomNode.category = info.category || "other";
+  FluxloomNode.description = info.description || "";
+  return FluxloomNode;
+}
+
+/** Register (or re-register) every node type the server offers; returns their names. */
+export function registerNodeTypes(objectInfo) {
+  const names = Object.keys(objectInfo);
+  for (const name of names) {
+    const cls = defineNodeClass(name, objectInfo[name]);
+    LiteGraph.registerNodeType(name, cls);
+    // registerNodeType derives the category from a "path/name" type; ours are plain class_types.
+    cls.category = objectInfo[name].category || "other";
+  }
+  return names;
+}

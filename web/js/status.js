@@ -1,0 +1,77 @@
+// The status line: device, free memory and the models the model manager holds, from
+// `/system_stats`. It is polled quickly while a prompt runs, so a user watches the phase 1
+// models (CLIP, T5) leave the device before the phase 2 ones (transformer, VAE) arrive.
+
+function gib(bytes) {
+  return `${(bytes / 2 ** 30).toFixed(bytes >= 10 * 2 ** 30 ? 0 : 1)} GiB`;
+}
+
+function mib(bytes) {
+  return bytes >= 2 ** 30 ? gib(bytes) : `${(bytes / 2 ** 20).toFixed(bytes >= 10 * 2 ** 20 ? 0 : 1)} MiB`;
+}
+
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+export function renderStatus(stats) {
+  const dev = stats?.devices?.[0];
+  const flux = stats?.fluxloom || {};
+  const parts = [];
+  const device = flux.device || dev?.name || dev?.type || "unknown device";
+  parts.push(`<b>${escapeHtml(device)}</b>`);
+  if (dev?.vram_total) parts.push(`device memory free ${gib(dev.vram_free)} / ${gib(dev.vram_total)}`);
+  const sys = stats?.system;
+  if (sys?.ram_total) parts.push(`RAM free ${gib(sys.ram_free)} / ${gib(sys.ram_total)}`);
+  if (flux.demo_only) parts.push(`<span class="demo">demo model only: images are noise</span>`);
+  const loaded = flux.loaded || [];
+  const models = loaded.length
+    ? loaded
+        .map((m) => {
+          const where = m.location || "";
+          const q = m.quantization && m.quantization !== "none" ? ` ${m.quantization}` : "";
+          const cls = where === "cpu" && device !== "cpu" ? "model offloaded" : "model";
+          return `<span class="${cls}" data-kind="${escapeHtml(m.kind || "")}">${escapeHtml(m.kind || "")} ${escapeHtml(
+            m.name || "",
+          )}${escapeHtml(q)} ${mib(m.bytes || 0)} @${escapeHtml(where)}</span>`;
+        })
+        .join("")
+    : "none";
+  parts.push(`loaded: ${models}`);
+  return parts.join(" · ");
+}
+
+export class StatusLine {
+  constructor(api, element) {
+    this.api = api;
+    this.element = element;
+    this.timer = null;
+    this.stats = null;
+    this.fast = false;
+  }
+
+  async refresh() {
+    try {
+      this.stats = await this.api.systemStats();
+      this.element.innerHTML = renderStatus(this.stats);
+      this.element.dataset.loaded = String(this.stats?.fluxloom?.loaded?.length ?? 0);
+    } catch (err) {
+      this.element.textContent = `server unreachable (${err.message})`;
+    }
+    return this.stats;
+  }
+
+  /** Poll every 500 ms while running, every 5 s when idle. */
+  setRunning(running) {
+    this.fast = running;
+    this.schedule();
+  }
+
+  schedule() {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(async () => {
+      await this.refresh();
+      this.schedule();
+    }, this.fast ? 500 : 5000);
+  }
+}
