@@ -5,7 +5,7 @@ import importlib
 from nodes.base import REGISTRY, NodeRegistry
 
 # Modules whose import registers nodes in REGISTRY, in menu order.
-NODE_MODULES = ["nodes.utility"]
+NODE_MODULES = ["nodes.utility", "nodes.flux.loaders", "nodes.flux.offload"]
 
 _loaded = False
 

@@ -1,0 +1,311 @@
+"""Where FLUX models come from: finding them under the models folder, and loading one part of
+one model onto a device with a dtype and a quantization.
+
+The models folder is laid out as ComfyUI's (`diffusers/`, `diffusion_models/`, `text_encoders/`,
+`vae/`). A diffusers pipeline folder `diffusers/NAME/` (with `model_index.json`, such as a
+FLUX.1-dev snapshot) is offered as NAME by every loader, and each loader reads its own subfolder
+with `subfolder=`, as diffusers' FluxPipeline does. Single-file checkpoints in the other folders
+are not read yet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nodes.flux import quantization as q
+
+log = logging.getLogger("fluxloom.models")
+
+DIFFUSERS_DIR = "diffusers"
+COMFY_DIRS = ("diffusers", "diffusion_models", "text_encoders", "vae")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One component of a FLUX pipeline folder."""
+
+    kind: str  # the socket type a loader outputs
+    subfolder: str
+    tokenizer: str | None
+    quantizable: bool
+
+
+PARTS = {
+    "CLIP": Part("CLIP", "text_encoder", "tokenizer", False),
+    "T5": Part("T5", "text_encoder_2", "tokenizer_2", True),
+    "FLUX_MODEL": Part("FLUX_MODEL", "transformer", None, True),
+    "VAE": Part("VAE", "vae", None, False),
+}
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+class ModelSourceError(RuntimeError):
+    """A model could not be found or read; the message names it and says what to do."""
+
+
+# --- discovery ------------------------------------------------------------------------------
+
+
+def _read_index(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def is_flux_pipeline(folder: Path) -> bool:
+    index = _read_index(folder)
+    if not isinstance(index, dict):
+        return False
+    transformer = index.get("transformer")
+    cls = transformer[1] if isinstance(transformer, list) and len(transformer) == 2 else ""
+    return str(index.get("_class_name", "")).startswith("Flux") or cls == "FluxTransformer2DModel"
+
+
+def find_pipelines(models_dir: Path | str) -> dict[str, Path]:
+    """FLUX pipeline folders under MODELS/diffusers/, by name, sorted."""
+    root = Path(models_dir) / DIFFUSERS_DIR
+    if not root.is_dir():
+        return {}
+    found = {}
+    for folder in sorted(root.iterdir()):
+        if folder.is_dir() and not folder.name.startswith(".") and is_flux_pipeline(folder):
+            found[folder.name] = folder
+    return found
+
+
+def has_single_files(models_dir: Path | str) -> bool:
+    """Whether diffusion_models/ holds checkpoint files (not loadable yet, but a real model)."""
+    folder = Path(models_dir) / "diffusion_models"
+    return folder.is_dir() and any(p.suffix in (".safetensors", ".gguf", ".sft") for p in folder.iterdir())
+
+
+def source_choices(env: Any, kind: str | None = None) -> list[str]:
+    """Names a loader's `source` combo offers: pipelines that have the loader's subfolder."""
+    models_dir = getattr(env, "models_dir", None)
+    if models_dir is None:
+        return []
+    pipes = find_pipelines(models_dir)
+    if kind is None:
+        return list(pipes)
+    sub = PARTS[kind].subfolder
+    return [name for name, path in pipes.items() if (path / sub).is_dir()]
+
+
+def source_path(models_dir: Path | str, name: str) -> Path:
+    path = find_pipelines(models_dir).get(name)
+    if path is None:
+        installed = ", ".join(find_pipelines(models_dir)) or "none"
+        raise ModelSourceError(
+            f"model {name!r} is not installed under {Path(models_dir) / DIFFUSERS_DIR} "
+            f"(installed: {installed})"
+        )
+    return path
+
+
+# --- sizes and dtypes, read from safetensors headers without loading ------------------------
+
+
+def _headers(folder: Path) -> list[dict[str, Any]]:
+    out = []
+    for f in sorted(folder.glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        header.pop("__metadata__", None)
+        out.append(header)
+    return out
+
+
+def stored_dtype(folder: Path) -> torch.dtype:
+    """The floating dtype most of a component's weights are stored in (fp32 when unknown)."""
+    counts: Counter = Counter()
+    for header in _headers(folder):
+        for info in header.values():
+            if info["dtype"] in _SAFETENSORS_DTYPES:
+                counts[info["dtype"]] += 1
+    return _SAFETENSORS_DTYPES[counts.most_common(1)[0][0]] if counts else torch.float32
+
+
+def estimate_bytes(folder: Path, dtype: torch.dtype, quantization: str) -> int:
+    """What a component will take once loaded: its tensors at `dtype`, with the 2-D weights of
+    quantized layers at 1 byte (int8) or half a byte (nf4) per value. Used to make room on the
+    device before loading; the real size is measured after."""
+    per_value = {q.INT8_BNB: 1.0, q.INT8_TORCHAO: 1.0, q.NF4_BNB: 0.5}.get(quantization)
+    item = torch.empty((), dtype=dtype).element_size()
+    total = 0.0
+    for header in _headers(folder):
+        for key, info in header.items():
+            numel = 1
+            for d in info["shape"]:
+                numel *= d
+            floating = info["dtype"] in _SAFETENSORS_DTYPES
+            if per_value is not None and floating and len(info["shape"]) == 2 and key.endswith(".weight"):
+                total += numel * per_value
+            else:
+                total += numel * (item if floating else _BYTES.get(info["dtype"], 4))
+    return int(total)
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def resolve_dtype(choice: str, device: torch.device, folder: Path) -> torch.dtype:
+    """auto: bf16 on CUDA (fp16 where bf16 is not supported); on the CPU, the dtype the weights
+    are stored in, so that nothing is converted (and fp32 demo weights stay exact)."""
+    if choice in DTYPES:
+        return DTYPES[choice]
+    if choice != "auto":
+        raise ModelSourceError(f"unknown dtype {choice!r}; choose one of: {', '.join(DTYPE_CHOICES)}")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return stored_dtype(folder)
+
+
+@dataclass
+class Loaded:
+    module: torch.nn.Module
+    tokenizer: Any | None
+    dtype: torch.dtype
+    note: str = ""  # how it was loaded, for the log
+
+
+def load_part(path: Path, kind: str, quantization: str, dtype_choice: str, device: torch.device) -> Loaded:
+    """Load one component of a pipeline folder onto `device`."""
+    part = PARTS[kind]
+    folder = path / part.subfolder
+    if not folder.is_dir():
+        raise ModelSourceError(f"{path} has no {part.subfolder}/ folder, so it has no {kind} to load")
+    dtype = resolve_dtype(dtype_choice, device, folder)
+    q.check_choice(quantization)
+    if quantization != q.NONE and not part.quantizable:
+        raise q.QuantizationError(f"{kind} is not quantized by fluxloom; use quantization 'none'")
+    loader = {"CLIP": _load_clip, "T5": _load_t5, "FLUX_MODEL": _load_transformer, "VAE": _load_vae}[kind]
+    loaded = loader(path, part, quantization, dtype, device)
+    loaded.module.eval().requires_grad_(False)
+    return loaded
+
+
+def _load_clip(path: Path, part: Part, quantization: str, dtype: torch.dtype, device: torch.device) -> Loaded:
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    module = CLIPTextModel.from_pretrained(path, subfolder=part.subfolder, dtype=dtype).to(device)
+    tokenizer = CLIPTokenizer.from_pretrained(path, subfolder=part.tokenizer)
+    return Loaded(module, tokenizer, dtype)
+
+
+def _load_t5(path: Path, part: Part, quantization: str, dtype: torch.dtype, device: torch.device) -> Loaded:
+    from transformers import T5EncoderModel, T5TokenizerFast
+
+    config = q.transformers_config(quantization, dtype)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if config is not None:
+        kwargs["quantization_config"] = config
+        # transformers places quantized weights itself; the CPU needs an explicit map.
+        kwargs["device_map"] = {"": device.index if device.type == "cuda" else device.type}
+    try:
+        module = T5EncoderModel.from_pretrained(path, subfolder=part.subfolder, **kwargs)
+    except q.QuantizationError:
+        raise
+    except Exception as exc:
+        raise _quantization_failure("T5", quantization, device, exc) from exc
+    if config is None:
+        module = module.to(device)
+    tokenizer = T5TokenizerFast.from_pretrained(path, subfolder=part.tokenizer)
+    return Loaded(module, tokenizer, dtype)
+
+
+def _load_transformer(
+    path: Path, part: Part, quantization: str, dtype: torch.dtype, device: torch.device
+) -> Loaded:
+    from diffusers import FluxTransformer2DModel
+
+    config = q.diffusers_config(quantization, dtype, device)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if config is not None:
+        kwargs["quantization_config"] = config
+    try:
+        module = FluxTransformer2DModel.from_pretrained(path, subfolder=part.subfolder, **kwargs)
+    except q.QuantizationError:
+        raise
+    except Exception as exc:
+        raise _quantization_failure("transformer", quantization, device, exc) from exc
+    note = ""
+    if q.needs_manual_bnb(quantization, device):
+        # diffusers' bitsandbytes quantizer refuses to run without a GPU; bitsandbytes' own
+        # layers run on the CPU, so quantize the loaded model's Linear layers directly.
+        done, kept = q.quantize_linears(module.to(device), quantization, dtype, device)
+        note = f"{quantization} on the CPU: {done} Linear layers quantized by fluxloom"
+        if kept:
+            note += f", {kept} kept in {str(dtype).removeprefix('torch.')} (in-features not a multiple of 64)"
+        log.info("transformer: %s", note)
+    elif quantization not in q.BNB_CHOICES:
+        module = module.to(device)  # bitsandbytes models are placed on the GPU by diffusers
+    return Loaded(module, None, dtype, note)
+
+
+def _load_vae(path: Path, part: Part, quantization: str, dtype: torch.dtype, device: torch.device) -> Loaded:
+    from diffusers import AutoencoderKL
+
+    module = AutoencoderKL.from_pretrained(path, subfolder=part.subfolder, dtype=dtype).to(device)
+    return Loaded(module, None, dtype)
+
+
+def _quantization_failure(what: str, quantization: str, device: torch.device, exc: Exception) -> Exception:
+    """Turn a library's failure to load a quantized model into a message that says what works."""
+    if quantization == q.NONE:
+        return ModelSourceError(f"could not load the {what}: {exc}")
+    hint = f"choose {q.INT8_TORCHAO!r} or 'none'"
+    if quantization == q.NF4_BNB and device.type != "cuda":
+        hint = (
+            "bitsandbytes nf4 on the CPU needs every layer's in-features to be a multiple of 64; "
+            f"choose {q.INT8_BNB!r}, {q.INT8_TORCHAO!r} or 'none'"
+        )
+    return q.QuantizationError(
+        f"loading the {what} with {quantization!r} failed on {device.type}: {exc} ({hint})"
+    )
+
+
+def check_loadable(path: Path, kind: str, quantization: str, device: torch.device) -> None:
+    """Cheap checks a loader node makes before any weights are read, so that an impossible
+    choice fails in the loader with a message that says what works instead."""
+    part = PARTS[kind]
+    q.check_choice(quantization)
+    if quantization != q.NONE and not part.quantizable:
+        raise q.QuantizationError(f"{kind} is not quantized by fluxloom; use quantization 'none'")
+    if quantization in q.BNB_CHOICES:
+        q.require_package("bitsandbytes", quantization)
+    elif quantization == q.INT8_TORCHAO:
+        q.require_package("torchao", quantization)
+    if quantization == q.NF4_BNB and kind == "T5" and device.type != "cuda":
+        bad = _linear_in_features_not_64(path / part.subfolder)
+        if bad:
+            raise q.QuantizationError(
+                f"nf4 (bitsandbytes) cannot quantize this T5 on the CPU: bitsandbytes packs 4-bit "
+                f"weights on the CPU only for in-features that are a multiple of 64, and {len(bad)} "
+                f"layers are not (e.g. {bad[0]}); choose {q.INT8_BNB!r}, {q.INT8_TORCHAO!r} or 'none', "
+                "or run on CUDA"
+            )
+
+
+def _linear_in_features_not_64(folder: Path) -> list[str]:
+    bad = []
+    for header in _headers(folder):
+        for key, info in header.items():
+            shape = info["shape"]
+            is_linear = key.endswith(".weight") and len(shape) == 2 and ".layer." in key
+            if is_linear and "relative_attention_bias" not in key and shape[1] % 64:
+                bad.append(f"{key} has {shape[1]}")
+    return bad
