@@ -91,8 +91,15 @@ class Worker:
     def _run(self, row: PromptRow) -> None:
         self.queue_changed()
 
+        held: list[dict[str, Any]] = []
+
         def listener(event: str, data: dict[str, Any]) -> None:
-            self.notify(event, data, row.client_id)
+            # ComfyUI clients fetch /history/{id} on `executing` with node null: hold that
+            # message back until the history row is written.
+            if event == "executing" and data.get("node") is None:
+                held.append(data)
+            else:
+                self.notify(event, data, row.client_id)
 
         try:
             result = self.runtime.executor.execute(row.prompt, row.prompt_id, listener, row.extra_data)
@@ -109,6 +116,8 @@ class Worker:
         messages = [[event, data] for event, data in result.messages]
         status = result.status if result.status in (SUCCESS, ERROR, INTERRUPTED) else ERROR
         self.store.finish(row.prompt_id, status, result.outputs, messages, result.error)
+        for data in held or [{"node": None, "display_node": None, "prompt_id": row.prompt_id}]:
+            self.notify("executing", data, row.client_id)
 
     @staticmethod
     def _failed(

@@ -117,11 +117,10 @@ async def post_upload_image(request: web.Request) -> web.Response:
         raise BadRequest("invalid_request", "no 'image' file in the upload")
     folder = _folder(st, fields.get("type") or "input")
     subfolder = fields.get("subfolder", "")
-    name = os.path.basename(filename.replace("\\", "/"))
-    if not name or name in (".", "..") or name.startswith("."):
-        raise BadRequest("forbidden_path", f"bad file name {filename!r}", 403)
+    name = filename
+    if not name or "/" in name or "\\" in name or name.startswith(".") or "\x00" in name:
+        raise BadRequest("forbidden_path", f"bad file name {filename!r} (no folders, no leading dot)", 403)
     target = _safe(folder, subfolder, name)
-    _safe(folder, subfolder)  # the subfolder itself must stay inside too
     await asyncio.to_thread(_check_image, data, st.limits.max_image_pixels)
     target.parent.mkdir(parents=True, exist_ok=True)
     if fields.get("overwrite", "").lower() not in ("true", "1"):
