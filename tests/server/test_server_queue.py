@@ -1,0 +1,176 @@
+"""Queue management over HTTP: front, delete, clear, interrupt, validation errors, failing nodes,
+history paging and deletion, /free."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+
+from tests.server.conftest import client_id, math_prompt, slow_prompt
+from tests.server.wsclient import done
+
+
+def _block(api, steps: int = 2000) -> str:
+    """Occupy the worker with a long node so that what follows stays pending."""
+    pid = api.queue(slow_prompt(steps=steps, delay=0.01))
+    api.wait_job(pid, until=("running",))
+    return pid
+
+
+def test_front_delete_clear(server, api):
+    blocker = _block(api)
+    a = api.queue(math_prompt(1))
+    b = api.queue(math_prompt(2))
+    c = api.queue(math_prompt(3))
+    front = api.queue(math_prompt(4), front=True)
+    pending = api.get("/queue").json()["queue_pending"]
+    assert [item[1] for item in pending] == [front, a, b, c]
+    assert pending[0][0] < 0  # ComfyUI's "front": a negative number
+    assert api.get("/prompt").json() == {"exec_info": {"queue_remaining": 5}}
+
+    assert api.post("/queue", {"delete": [b]}).json() == {"deleted": 1}
+    assert [item[1] for item in api.get("/queue").json()["queue_pending"]] == [front, a, c]
+    assert api.get(f"/jobs/{b}").status == 404
+
+    assert api.post("/queue", {"clear": True}).json() == {"deleted": 3}
+    queue = api.get("/queue").json()
+    assert queue["queue_pending"] == [] and [i[1] for i in queue["queue_running"]] == [blocker]
+    api.post("/interrupt")
+    api.wait_job(blocker)
+    assert api.get("/prompt").json()["exec_info"]["queue_remaining"] == 0
+
+
+def test_interrupt_during_long_node(server, api):
+    cid = client_id()
+    ws = server.ws(cid)
+    ws.recv()
+    pid = api.queue(slow_prompt(steps=2000, delay=0.01), client_id=cid)
+    started = ws.until(lambda m: m["type"] == "progress" and m["data"]["value"] >= 3)
+    # Interrupting another prompt id does nothing; the running one stops at its next step.
+    assert api.post("/interrupt", {"prompt_id": "someone-else"}).json() == {"interrupted": False}
+    assert api.post("/api/interrupt").json() == {"interrupted": True}
+    msgs = started + ws.until(done(pid))
+    stopped = [m for m in msgs if m["type"] == "execution_interrupted"]
+    assert len(stopped) == 1
+    assert stopped[0]["data"]["node_id"] == "1" and stopped[0]["data"]["node_type"] == "SlowCount"
+    last_progress = [m["data"]["value"] for m in msgs if m["type"] == "progress"][-1]
+    assert last_progress < 2000
+    hist = api.get(f"/history/{pid}").json()[pid]
+    assert hist["status"]["status_str"] == "error" and hist["status"]["completed"] is False
+    assert "execution_interrupted" in [m[0] for m in hist["status"]["messages"]]
+    assert api.get(f"/jobs/{pid}").json()["status"] == "interrupted"
+    # The queue goes on.
+    after = api.queue(math_prompt(5))
+    assert api.wait_job(after)["outputs"] == {"2": {"text": ["6"]}}
+    ws.close()
+
+
+def test_validation_errors_are_400_with_node_errors(api):
+    bad = {
+        "1": {"class_type": "IntegerMath", "inputs": {"a": "x", "b": 1, "operation": "power"}},
+        "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}},
+        "3": {"class_type": "ShowValue", "inputs": {"value": ["9", 0]}},
+        "4": {"class_type": "NoSuchNode", "inputs": {}},
+    }
+    r = api.post("/prompt", {"prompt": bad})
+    assert r.status == 400
+    body = r.json()
+    assert body["error"]["type"] == "prompt_outputs_failed_validation"
+    assert set(body["node_errors"]) == {"1", "3", "4"}
+    types1 = {e["type"] for e in body["node_errors"]["1"]["errors"]}
+    assert types1 == {"invalid_input_type", "value_not_in_list"}
+    assert body["node_errors"]["3"]["errors"][0]["type"] == "bad_linked_input"
+    assert body["node_errors"]["4"]["errors"][0]["type"] == "missing_node_type"
+    assert body["node_errors"]["1"]["class_type"] == "IntegerMath"
+    assert body["node_errors"]["1"]["dependent_outputs"] == ["2"]
+    assert api.get("/queue").json() == {"queue_running": [], "queue_pending": []}
+
+    r = api.post("/prompt", {"client_id": "x"})
+    assert r.status == 400 and r.json()["error"]["type"] == "no_prompt"
+    r = api.request("POST", "/prompt", raw=b"{not json")
+    assert r.status == 400 and r.json()["error"]["type"] == "invalid_json"
+    no_outputs = {"1": {"class_type": "IntegerMath", "inputs": {"a": 1, "b": 1, "operation": "add"}}}
+    r = api.post("/prompt", {"prompt": no_outputs})
+    assert r.status == 400 and r.json()["error"]["type"] == "prompt_no_outputs"
+
+
+def test_prompt_without_content_type(server, api):
+    req = urllib.request.Request(
+        api.base + "/prompt",
+        data=b'{"prompt": {"1": {"class_type": "IntegerMath", "inputs": {"a": 20, "b": 2, "operation": "add"}},'
+        b' "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}}, "prompt_id": "no-ctype"}',
+        method="POST",
+    )
+    req.remove_header("Content-type")
+    with urllib.request.urlopen(req) as r:
+        assert r.headers.get("Content-Type", "").startswith("application/json")
+        body = r.read()
+    assert b'"prompt_id": "no-ctype"' in body
+    assert api.wait_job("no-ctype")["outputs"] == {"2": {"text": ["22"]}}
+    dup = api.post("/prompt", {"prompt": math_prompt(1), "prompt_id": "no-ctype"})
+    assert dup.status == 400 and dup.json()["error"]["type"] == "duplicate_prompt_id"
+
+
+def test_failing_node_reports_execution_error_and_queue_goes_on(server, api):
+    cid = client_id()
+    ws = server.ws(cid)
+    ws.recv()
+    prompt = {
+        "1": {"class_type": "IntegerMath", "inputs": {"a": 1, "b": 2, "operation": "add"}},
+        "2": {"class_type": "Explode", "inputs": {"value": ["1", 0], "message": "kaboom"}, "_meta": {"title": "Bomb"}},
+        "3": {"class_type": "ShowValue", "inputs": {"value": ["2", 0]}},
+    }
+    pid = api.queue(prompt, client_id=cid)
+    msgs = ws.until(done(pid))
+    err = [m["data"] for m in msgs if m["type"] == "execution_error"]
+    assert len(err) == 1
+    assert {k: err[0][k] for k in ("prompt_id", "node_id", "node_type", "exception_message")} == {
+        "prompt_id": pid,
+        "node_id": "2",
+        "node_type": "Explode",
+        "exception_message": "kaboom",
+    }
+    assert err[0]["executed"] == ["1"] and "RuntimeError" in err[0]["exception_type"]
+    assert any("kaboom" in line for line in err[0]["traceback"])
+    assert set(err[0]) >= {"current_inputs", "current_outputs", "timestamp"}
+    job = api.get(f"/jobs/{pid}").json()
+    assert job["status"] == "error" and job["error"]["node_title"] == "Bomb"
+    ok = api.queue(math_prompt(9), client_id=cid)
+    assert api.wait_job(ok)["status"] == "success"
+    ws.close()
+
+
+def test_history_paging_and_deletion(server, api):
+    ids = [api.queue(math_prompt(i)) for i in range(6)]
+    for pid in ids:
+        api.wait_job(pid)
+    assert list(api.get("/history").json()) == ids
+    assert list(api.get("/history?max_items=2").json()) == ids[-2:]  # ComfyUI: the latest
+    assert list(api.get("/history?max_items=2&offset=1").json()) == ids[1:3]
+    assert list(api.get("/api/history?max_items=10&offset=4").json()) == ids[4:]
+    assert api.get("/history?max_items=x").status == 400
+    assert api.get("/history/unknown").json() == {}
+    assert api.post("/history", {"delete": [ids[0], ids[1]]}).json() == {"deleted": 2}
+    assert list(api.get("/history").json()) == ids[2:]
+    assert api.post("/history", {"clear": True}).json() == {"deleted": 4}
+    assert api.get("/history").json() == {}
+
+
+def test_free_memory_clears_the_output_cache(server, api):
+    prompt = slow_prompt(steps=1, start=50)
+    api.wait_job(api.queue(prompt))
+    cached = api.get(f"/history/{api.wait_job(api.queue(prompt))['prompt_id']}").json()
+    assert [m for m in next(iter(cached.values()))["status"]["messages"] if m[0] == "execution_cached"][0][1][
+        "nodes"
+    ] == ["1", "2"]
+    assert api.post("/free", {"unload_models": True, "free_memory": True}).json() == {
+        "unload_models": True,
+        "free_memory": True,
+    }
+    for _ in range(100):  # the worker frees between prompts; it polls at least every 0.5 s
+        if len(server.runtime.executor.cache) == 0:
+            break
+        time.sleep(0.02)
+    third = api.wait_job(api.queue(prompt))["prompt_id"]
+    messages = api.get(f"/history/{third}").json()[third]["status"]["messages"]
+    assert [m for m in messages if m[0] == "execution_cached"][0][1]["nodes"] == []
