@@ -1,6 +1,6 @@
 // The canvas application: registers node types from the server, shows the graph, queues it,
 // follows execution over the websocket, and moves workflows in and out.
-import { LGraph, LGraphCanvas, LiteGraph } from "@comfyorg/litegraph";
+import { createBounds, LGraph, LGraphCanvas, LiteGraph } from "@comfyorg/litegraph";
 import { Api, ApiError } from "./api.js";
 import { applyTypeColors } from "./colors.js";
 import { workflowToPrompt } from "./convert.js";
@@ -52,6 +52,11 @@ export class App {
     this.canvas = new LGraphCanvas($("graph-canvas"), this.graph);
     applyTypeColors(this.canvas);
     this.canvas.show_info = false;
+    // Subgraphs are a litegraph feature the server does not run; keep the menu to what works.
+    this.canvas.getMenuOptions = () => [
+      { content: "Add Node", has_submenu: true, callback: LGraphCanvas.onMenuAdd },
+      { content: "Add Group", callback: LGraphCanvas.onGroupAdd },
+    ];
     this.fitCanvas();
     window.addEventListener("resize", () => this.fitCanvas());
 
@@ -107,12 +112,13 @@ export class App {
   }
 
   /** Replace the graph with a UI workflow; unknown node types are reported, not fatal. */
-  async loadWorkflow(workflow, source = "workflow") {
+  async loadWorkflow(workflow, source = "workflow", { fit = false } = {}) {
     const missing = [...new Set((workflow.nodes || []).map((n) => n.type))].filter(
       (t) => !LiteGraph.registered_node_types[t],
     );
     this.graph.configure(structuredClone(workflow));
     clearRunMarks(this.graph);
+    this.placeView(workflow.extra?.ds, fit);
     const stats = this.status.stats || (await this.status.refresh());
     this.notes = checkAvailableChoices(this.graph, stats);
     if (missing.length) {
@@ -124,6 +130,17 @@ export class App {
     }
     this.canvas.setDirty(true, true);
     this.persist();
+  }
+
+  /** Restore the saved viewport, or fit the whole graph in view (shipped workflows, no viewport). */
+  placeView(ds, fit) {
+    if (ds && !fit && Array.isArray(ds.offset) && ds.scale > 0) {
+      this.canvas.ds.offset = [...ds.offset];
+      this.canvas.ds.scale = ds.scale;
+      return;
+    }
+    const bounds = createBounds([...this.graph._nodes, ...this.graph._groups], 30);
+    if (bounds) this.canvas.ds.fitToBounds(bounds, { zoom: 0.95 });
   }
 
   async loadInitial() {
@@ -149,7 +166,7 @@ export class App {
 
   async loadServerWorkflow(name) {
     const body = await this.api.getWorkflow(name);
-    await this.loadWorkflow(unwrapWorkflow(body), name);
+    await this.loadWorkflow(unwrapWorkflow(body), name, { fit: true });
   }
 
   persist() {
@@ -293,7 +310,7 @@ export class App {
 
 const app = new App();
 // A small hook for tests and for the curious: read-only access to the live objects.
-window.fluxloom = { app, stateOf, ready: false };
+window.fluxloom = { app, stateOf, LiteGraph, ready: false };
 app
   .start()
   .then(() => {
