@@ -214,7 +214,7 @@ def _load_t5(path: Path, part: Part, quantization: str, dtype: torch.dtype, devi
     if config is not None:
         kwargs["quantization_config"] = config
         # transformers places quantized weights itself; the CPU needs an explicit map.
-        kwargs["device_map"] = {"": device.index if device.type == "cuda" else device.type}
+        kwargs["device_map"] = {"": _device_map_target(device)}
     try:
         module = T5EncoderModel.from_pretrained(path, subfolder=part.subfolder, **kwargs)
     except q.QuantizationError:
@@ -225,6 +225,12 @@ def _load_t5(path: Path, part: Part, quantization: str, dtype: torch.dtype, devi
         module = module.to(device)
     tokenizer = T5TokenizerFast.from_pretrained(path, subfolder=part.tokenizer)
     return Loaded(module, tokenizer, dtype)
+
+
+def _device_map_target(device: torch.device) -> int | str:
+    if device.type != "cuda":
+        return device.type
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 def _load_transformer(
