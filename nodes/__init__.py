@@ -5,7 +5,16 @@ import importlib
 from nodes.base import REGISTRY, NodeRegistry
 
 # Modules whose import registers nodes in REGISTRY, in menu order.
-NODE_MODULES = ["nodes.utility", "nodes.flux.loaders", "nodes.flux.offload"]
+NODE_MODULES = [
+    "nodes.utility",
+    "nodes.flux.loaders",
+    "nodes.flux.encode",
+    "nodes.flux.latent",
+    "nodes.flux.sampler",
+    "nodes.flux.vae",
+    "nodes.flux.offload",
+    "nodes.image",
+]
 
 _loaded = False
 

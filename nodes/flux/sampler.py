@@ -1,0 +1,178 @@
+"""FluxSampler: flow-matching Euler sampling of FLUX.1, text-to-image and image-to-image.
+
+The loop is FluxPipeline's (FluxImg2ImgPipeline's when denoise < 1), written out with the pure
+functions of nodes.flux.math so that the same weights, seed and settings give the same latents
+bit for bit. Progress is reported after every step, which is also where an interrupt stops it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nodes.base import MAX_SEED, Float, Input, Int, NodeContext, Output, Socket, node
+from nodes.flux import math as fm
+from nodes.flux.encode import Conditioning
+from nodes.flux.latent import VAEPosterior, check_latent
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    seed: int
+    steps: int
+    guidance: float = 3.5
+    true_cfg_scale: float = 1.0
+    denoise: float = 1.0
+
+
+@dataclass
+class Start:
+    """Where sampling starts: packed latents, the schedule, and the first step to run."""
+
+    latents: torch.Tensor  # [B, (h/2)(w/2), 64]
+    sigmas: torch.Tensor  # [steps + 1] float32, ending in 0
+    first: int  # index of the first step run (0 for text-to-image)
+
+
+def schedule(h: int, w: int, steps: int, cfg: fm.ShiftConfig, device: torch.device) -> torch.Tensor:
+    mu = fm.calculate_mu((h // 2) * (w // 2), cfg)
+    return fm.flux_sigmas(steps, mu, cfg, device)
+
+
+def text_to_image_start(shape, s: SamplerSettings, cfg, dtype, device) -> Start:
+    """Pure noise from the seed, drawn in the conditioning's dtype (FluxPipeline.prepare_latents)."""
+    noise = fm.draw_noise(tuple(shape), fm.seeded_generator(s.seed), dtype, device)
+    return Start(fm.pack_latents(noise), schedule(shape[2], shape[3], s.steps, cfg, device), 0)
+
+
+def image_to_image_start(latent: dict, s: SamplerSettings, cfg, dtype, device) -> Start:
+    """The input latent noised to the first kept sigma (FluxImg2ImgPipeline.prepare_latents):
+    with one generator, first the VAE posterior sample (when the latent came from VAEEncode), then
+    the noise."""
+    samples = latent["samples"]
+    b, c, h, w = samples.shape
+    first = fm.img2img_start(s.steps, s.denoise)
+    if s.steps - first < 1:
+        raise ValueError(
+            f"denoise {s.denoise} with {s.steps} steps leaves no step to run; raise denoise or steps"
+        )
+    generator = fm.seeded_generator(s.seed)
+    posterior = latent.get("posterior")
+    if isinstance(posterior, VAEPosterior):
+        image_latents = posterior.sample(generator, device)
+    else:
+        image_latents = samples.to(device=device, dtype=dtype)
+    if image_latents.shape[0] != b:
+        raise ValueError(f"the latent's posterior has batch {image_latents.shape[0]}, its samples {b}")
+    noise = fm.draw_noise((b, c, h, w), generator, dtype, device)
+    sigmas = schedule(h, w, s.steps, cfg, device)
+    start = fm.scale_noise(image_latents, noise, sigmas, first)
+    return Start(fm.pack_latents(start), sigmas, first)
+
+
+def predict(transformer, latents, t, guidance, cond: Conditioning, img_ids) -> torch.Tensor:
+    return transformer(
+        hidden_states=latents,
+        timestep=fm.model_timestep(t, latents.shape[0], latents.dtype),
+        guidance=guidance,
+        pooled_projections=cond.pooled_prompt_embeds,
+        encoder_hidden_states=cond.prompt_embeds,
+        txt_ids=cond.text_ids,
+        img_ids=img_ids,
+        joint_attention_kwargs={},
+        return_dict=False,
+    )[0]
+
+
+def sample(
+    transformer: torch.nn.Module,
+    positive: Conditioning,
+    latent: dict,
+    s: SamplerSettings,
+    cfg: fm.ShiftConfig,
+    device: torch.device,
+    negative: Conditioning | None = None,
+    on_step: Callable[[int, int], None] = lambda i, n: None,
+) -> torch.Tensor:
+    """Run the sampler; returns unpacked latents [B, 16, h, w] on `device`."""
+    samples = latent["samples"]
+    b, _, h, w = samples.shape
+    dtype = positive.dtype
+    pos = positive.for_batch(b, device)
+    neg = negative.for_batch(b, device) if negative is not None and s.true_cfg_scale > 1 else None
+    if s.denoise < 1.0:
+        start = image_to_image_start(latent, s, cfg, dtype, device)
+    else:
+        start = text_to_image_start(samples.shape, s, cfg, dtype, device)
+    img_ids = fm.latent_image_ids(h, w, device, dtype)
+    guidance = fm.guidance_vector(s.guidance, b, device) if transformer.config.guidance_embeds else None
+    timesteps = fm.sigmas_to_timesteps(start.sigmas, cfg)
+    latents, sigmas, total = start.latents, start.sigmas, s.steps - start.first
+    for n, i in enumerate(range(start.first, s.steps)):
+        pred = predict(transformer, latents, timesteps[i], guidance, pos, img_ids)
+        if neg is not None:
+            pred = fm.true_cfg(
+                pred, predict(transformer, latents, timesteps[i], guidance, neg, img_ids), s.true_cfg_scale
+            )
+        latents = fm.euler_step(latents, pred, sigmas[i], sigmas[i + 1])
+        on_step(n + 1, total)
+    return fm.unpack_latents(latents, h, w)
+
+
+@node(
+    "FluxSampler",
+    category="flux/sampling",
+    display_name="FLUX Sampler",
+    description=(
+        "Denoise a latent with the FLUX transformer (flow-matching Euler, FLUX.1-dev's shifted "
+        "schedule). denoise < 1 keeps part of the input latent (image-to-image)."
+    ),
+    inputs=[
+        Input("model", Socket("FLUX_MODEL")),
+        Input("positive", Socket("CONDITIONING")),
+        Input("latent", Socket("LATENT")),
+        Input("seed", Int(default=0, min=0, max=MAX_SEED, control_after_generate=True)),
+        Input("steps", Int(default=20, min=1, max=10000), tooltip="dev: 20-50; schnell: 1-4"),
+        Input(
+            "guidance",
+            Float(default=3.5, min=0.0, max=100.0, step=0.1),
+            tooltip="FLUX.1-dev's distilled guidance; ignored by models without it (schnell)",
+        ),
+        Input(
+            "true_cfg_scale",
+            Float(default=1.0, min=0.0, max=100.0, step=0.1),
+            tooltip="> 1 with a negative prompt: real classifier-free guidance (two passes per step)",
+        ),
+        Input("negative", Socket("CONDITIONING"), optional=True),
+        Input(
+            "denoise",
+            Float(default=1.0, min=0.0, max=1.0, step=0.01),
+            tooltip="1: text-to-image from noise; < 1: keep that much less of the input latent",
+        ),
+    ],
+    outputs=[Output("LATENT", "latent")],
+)
+def flux_sampler(
+    ctx: NodeContext,
+    model,
+    positive: Conditioning,
+    latent: dict,
+    seed: int,
+    steps: int,
+    guidance: float,
+    true_cfg_scale: float,
+    denoise: float,
+    negative: Conditioning | None = None,
+) -> tuple[dict]:
+    check_latent(latent, "FluxSampler")
+    if ctx.env.models is None:
+        raise RuntimeError("FluxSampler needs the model manager, which this runtime does not have")
+    settings = SamplerSettings(seed, steps, guidance, true_cfg_scale, denoise)
+    cfg = fm.ShiftConfig.for_pipeline(Path(model.path))
+    ctx.check_interrupt()
+    with torch.no_grad(), ctx.env.models.use(model) as loaded:
+        out = sample(loaded.module, positive, latent, settings, cfg, loaded.device, negative, ctx.progress)
+    return ({"samples": out.cpu()},)

@@ -1,0 +1,97 @@
+"""VAEDecode and VAEEncode: FLUX latents ↔ images ([B, H, W, C] floats in 0..1).
+
+Both follow diffusers' FLUX pipelines step for step (scaling and shift from the VAE's config,
+VaeImageProcessor's normalisation and resizing), so that decoded images equal the pipeline's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from nodes.base import Input, NodeContext, Output, Socket, node
+from nodes.flux import math as fm
+from nodes.flux.latent import VAEPosterior, check_latent
+
+SIZE_MULTIPLE = fm.VAE_SCALE * fm.PATCH  # 16 pixels: one packed latent token
+
+
+def vae_factors(vae) -> tuple[float, float]:
+    config = vae.config
+    shift = getattr(config, "shift_factor", None)
+    return float(config.scaling_factor), float(shift) if shift is not None else 0.0
+
+
+def decode(loaded, samples: torch.Tensor) -> torch.Tensor:
+    """Latents [B, 16, h, w] → IMAGE [B, 8h, 8w, 3] float32 in 0..1 on the CPU."""
+    vae = loaded.module
+    scaling, shift = vae_factors(vae)
+    z = fm.decode_scale(samples.to(loaded.device), scaling, shift)
+    if z.dtype != vae.dtype:  # e.g. bf16 latents into an fp32 VAE; diffusers would fail here
+        z = z.to(vae.dtype)
+    decoded = vae.decode(z, return_dict=False)[0]
+    return fm.to_unit_range(decoded).cpu().permute(0, 2, 3, 1).float().contiguous()
+
+
+def check_image(image, where: str) -> torch.Tensor:
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
+        shape = list(getattr(image, "shape", [])) or type(image).__name__
+        raise ValueError(f"{where}: IMAGE must be a tensor [B, H, W, 3] in 0..1, got {shape}")
+    if image.shape[1] < SIZE_MULTIPLE or image.shape[2] < SIZE_MULTIPLE:
+        raise ValueError(
+            f"{where}: the image is {image.shape[2]}x{image.shape[1]}; FLUX needs at least 16x16"
+        )
+    return image
+
+
+def vae_input(image: torch.Tensor) -> torch.Tensor:
+    """IMAGE [B, H, W, C] → VAE input [B, 3, H', W'] in -1..1, as VaeImageProcessor.preprocess:
+    the channels-first view (same strides as its numpy transpose), sizes floored to multiples of
+    16 with nearest-neighbour resizing when needed, then 2x - 1."""
+    x = image[..., :3].permute(0, 3, 1, 2)
+    height, width = (n - n % SIZE_MULTIPLE for n in x.shape[2:])
+    if (height, width) != tuple(x.shape[2:]):
+        x = F.interpolate(x, size=(height, width))
+    return fm.to_signed_range(x).to(dtype=torch.float32)
+
+
+def encode(loaded, image: torch.Tensor) -> dict:
+    """IMAGE → LATENT with the encoder's posterior kept for the sampler."""
+    vae = loaded.module
+    scaling, shift = vae_factors(vae)
+    x = vae_input(image).to(device=loaded.device, dtype=vae.dtype)
+    dist = vae.encode(x).latent_dist
+    posterior = VAEPosterior(dist.mean.cpu(), dist.std.cpu(), scaling, shift)
+    return {"samples": fm.encode_scale(dist.mean, scaling, shift).cpu(), "posterior": posterior}
+
+
+@node(
+    "VAEDecode",
+    category="flux/latent",
+    display_name="VAE Decode",
+    description="Turn a FLUX latent into an image.",
+    inputs=[Input("vae", Socket("VAE")), Input("latent", Socket("LATENT"))],
+    outputs=[Output("IMAGE", "image")],
+)
+def vae_decode(ctx: NodeContext, vae, latent: dict) -> tuple[torch.Tensor]:
+    samples = check_latent(latent, "VAEDecode")
+    if ctx.env.models is None:
+        raise RuntimeError("VAEDecode needs the model manager, which this runtime does not have")
+    with torch.no_grad(), ctx.env.models.use(vae) as loaded:
+        return (decode(loaded, samples),)
+
+
+@node(
+    "VAEEncode",
+    category="flux/latent",
+    display_name="VAE Encode",
+    description="Turn an image into a FLUX latent (for image-to-image: FluxSampler with denoise < 1).",
+    inputs=[Input("vae", Socket("VAE")), Input("image", Socket("IMAGE"))],
+    outputs=[Output("LATENT", "latent")],
+)
+def vae_encode(ctx: NodeContext, vae, image: torch.Tensor) -> tuple[dict]:
+    check_image(image, "VAEEncode")
+    if ctx.env.models is None:
+        raise RuntimeError("VAEEncode needs the model manager, which this runtime does not have")
+    with torch.no_grad(), ctx.env.models.use(vae) as loaded:
+        return (encode(loaded, image),)
