@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from server.routes.common import AppState, BadRequest, state
 from server.security import UnsafePath, safe_join
@@ -94,11 +95,8 @@ def _write(path: Path, data: bytes) -> None:
         raise
 
 
-async def post_upload_image(request: web.Request) -> web.Response:
-    st = state(request)
-    limit = st.limits.max_upload_bytes
-    if not request.content_type.startswith("multipart/"):
-        raise BadRequest("invalid_request", "upload must be multipart/form-data with an 'image' field")
+async def _read_upload(request: web.Request, limit: int) -> tuple[dict[str, str], str | None, bytes | None]:
+    """The multipart fields: image (file, at most `limit` bytes), overwrite, subfolder, type."""
     fields: dict[str, str] = {}
     data, filename = None, None
     reader = await request.multipart()
@@ -113,6 +111,20 @@ async def post_upload_image(request: web.Request) -> web.Response:
             data = bytes(buf)
         elif part.name in ("overwrite", "subfolder", "type"):
             fields[part.name] = (await part.read(decode=True)).decode("utf-8", "replace")[:1024]
+    return fields, filename, data
+
+
+async def post_upload_image(request: web.Request) -> web.Response:
+    st = state(request)
+    limit = st.limits.max_upload_bytes
+    if not request.content_type.startswith("multipart/"):
+        raise BadRequest("invalid_request", "upload must be multipart/form-data with an 'image' field")
+    if request.content_length is not None and request.content_length > limit + 2**16:  # + form fields
+        raise BadRequest("upload_too_large", f"upload over {limit} bytes", 413)
+    try:
+        fields, filename, data = await _read_upload(request, limit)
+    except (ValueError, HttpProcessingError) as exc:  # a malformed multipart body or part header
+        raise BadRequest("invalid_request", f"malformed multipart upload: {exc}") from None
     if data is None or not filename:
         raise BadRequest("invalid_request", "no 'image' file in the upload")
     folder = _folder(st, fields.get("type") or "input")

@@ -119,7 +119,7 @@ class ServerThread:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.runner = web.AppRunner(self.app)
+        self.runner = web.AppRunner(self.app, shutdown_timeout=2)
         self.loop.run_until_complete(self.runner.setup())
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         self.loop.run_until_complete(site.start())

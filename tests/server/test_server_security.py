@@ -1,0 +1,235 @@
+"""Every security rule, against a real server: bind rules, token, origin and host checks, safe
+paths for /view and uploads, size limits, image-only uploads, JSON 404s."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+from PIL import Image
+
+from server.routes.common import Limits
+from server.security import BindRefused, SecurityConfig, check_bind
+from tests.server.conftest import Api, ServerThread, math_prompt
+from tests.server.wsclient import HandshakeRefused
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def png_bytes(size: tuple[int, int] = (4, 4), color: int = 128) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (color, color, color)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def multipart(fields: dict[str, str], filename: str, data: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts = []
+    for k, v in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode())
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{filename}"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+    )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def upload(api: Api, filename: str, data: bytes, **fields: str):
+    body, ctype = multipart(fields, filename, data)
+    return api.request("POST", "/upload/image", raw=body, headers={"Content-Type": ctype})
+
+
+def test_bind_rules():
+    assert check_bind(SecurityConfig(host="127.0.0.1")) is None
+    assert check_bind(SecurityConfig(host="::1")) is None
+    assert check_bind(SecurityConfig(host="0.0.0.0", token="s3cret")) is None
+    with pytest.raises(BindRefused, match="--token"):
+        check_bind(SecurityConfig(host="0.0.0.0"))
+    assert "WITHOUT an access token" in check_bind(SecurityConfig(host="0.0.0.0", allow_unauthenticated=True))
+
+
+def test_cli_refuses_exposed_address_without_token(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "server.cli", "serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without an access token" in run.stderr
+
+
+@pytest.fixture
+def token_server(tmp_path):
+    srv = ServerThread(tmp_path / "data", security=SecurityConfig(host="127.0.0.1", token="s3cret")).start()
+    yield srv
+    srv.stop()
+
+
+def test_token_is_required_everywhere(token_server):
+    anon = Api(token_server.url)
+    for path in ("/prompt", "/object_info", "/", "/view?filename=x.png", "/nope", "/openapi.json"):
+        r = anon.get(path)
+        assert r.status == 401, path
+        assert r.json()["error"]["type"] == "unauthorized"
+    assert anon.post("/prompt", {"prompt": math_prompt(1)}).status == 401
+    assert Api(token_server.url, {"Authorization": "Bearer wrong"}).get("/prompt").status == 401
+    authed = Api(token_server.url, {"Authorization": "Bearer s3cret"})
+    assert authed.get("/prompt").status == 200
+    assert authed.post("/prompt", {"prompt": math_prompt(1)}).status == 200
+    # ?token= works and sets a cookie so the canvas's own requests (modules, websocket) work.
+    r = anon.get("/?token=s3cret")
+    assert r.status == 200
+    cookie = r.headers["Set-Cookie"].split(";")[0]
+    assert cookie == "fluxloom_token=s3cret" and "HttpOnly" in r.headers["Set-Cookie"]
+    assert Api(token_server.url, {"Cookie": cookie}).get("/queue").status == 200
+    with pytest.raises(HandshakeRefused) as refused:
+        token_server.ws("a")
+    assert refused.value.status == 401
+    ws = token_server.ws("a", headers={"Cookie": cookie})
+    assert ws.recv()["type"] == "status"
+    ws.close()
+    ws = token_server.ws(path="/ws", headers={"Authorization": "Bearer s3cret"})
+    assert ws.recv()["type"] == "status"
+    ws.close()
+
+
+def test_cross_origin_state_changes_are_refused(server, api):
+    own = f"http://127.0.0.1:{server.port}"
+    evil = {"Origin": "http://evil.example"}
+    for method, path, body in (
+        ("POST", "/prompt", {"prompt": math_prompt(1)}),
+        ("POST", "/api/prompt", {"prompt": math_prompt(1)}),
+        ("POST", "/queue", {"clear": True}),
+        ("POST", "/interrupt", {}),
+        ("PUT", "/workflows/x", {"a": 1}),
+        ("DELETE", "/workflows/x", None),
+    ):
+        r = api.request(method, path, body, headers=evil)
+        assert r.status == 403, (method, path)
+        assert r.json()["error"]["type"] == "forbidden_origin"
+    assert api.post("/prompt", {"prompt": math_prompt(1)}, headers={"Origin": "null"}).status == 403
+    port_twin = {"Origin": f"http://127.0.0.1:{server.port + 1}"}  # same host, other port: another origin
+    assert api.post("/prompt", {"prompt": math_prompt(1)}, headers=port_twin).status == 403
+    assert api.post("/prompt", {"prompt": math_prompt(1)}, headers={"Sec-Fetch-Site": "cross-site"}).status == 403
+    assert api.get("/queue").json()["queue_pending"] == []
+    # Reads stay open to cross-origin GETs (the browser's same-origin policy hides the answers).
+    assert api.get("/prompt", headers=evil).status == 200
+    # The server's own page, and clients that send no Origin, may change state.
+    assert api.post("/prompt", {"prompt": math_prompt(1)}, headers={"Origin": own}).status == 200
+    assert api.post("/prompt", {"prompt": math_prompt(2)}).status == 200
+    with pytest.raises(HandshakeRefused) as refused:
+        server.ws("x", headers=evil)
+    assert refused.value.status == 403
+    ws = server.ws("x", headers={"Origin": own})
+    assert ws.recv()["type"] == "status"
+    ws.close()
+
+
+def test_dns_rebinding_host_is_refused(server, api):
+    r = api.get("/prompt", headers={"Host": f"attacker.example:{server.port}"})
+    assert r.status == 403 and r.json()["error"]["type"] == "forbidden_host"
+    assert api.get("/prompt", headers={"Host": f"localhost:{server.port}"}).status == 200
+
+
+def test_view_stays_inside_its_folders(server, api, tmp_path):
+    out = server.runtime.env.output_dir
+    (out / "sub").mkdir()
+    (out / "sub" / "ok.png").write_bytes(png_bytes())
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret")
+    os.symlink(secret, out / "link.txt")
+    os.symlink(tmp_path, out / "linkdir")
+    assert api.get("/view?filename=ok.png&subfolder=sub").status == 200
+    assert api.get("/view?filename=ok.png&subfolder=sub&type=output").body == png_bytes()
+    for query in (
+        "filename=../secret.txt",
+        "filename=secret.txt&subfolder=..",
+        "filename=secret.txt&subfolder=../..",
+        f"filename={secret}",
+        "filename=ok.png&subfolder=/etc",
+        "filename=link.txt",
+        "filename=secret.txt&subfolder=linkdir",
+        "filename=ok.png%00.txt&subfolder=sub",
+        "filename=..%2Fsecret.txt",
+    ):
+        r = api.get("/view?" + query)
+        assert r.status == 403, query
+        assert b"top secret" not in r.body
+    assert api.get("/view?filename=missing.png").status == 404
+    assert api.get("/view?filename=ok.png&type=models").status == 400
+    assert api.get("/view").status == 400
+
+
+def test_uploads_stay_inside_and_must_be_images(server, tmp_path):
+    api = Api(server.url)
+    r = upload(api, "cat.png", png_bytes())
+    assert r.status == 200 and r.json() == {"name": "cat.png", "subfolder": "", "type": "input"}
+    assert (server.runtime.env.input_dir / "cat.png").read_bytes() == png_bytes()
+    r = upload(api, "cat.png", png_bytes(color=1))  # no overwrite: a new name, as in ComfyUI
+    assert r.json()["name"] == "cat (1).png"
+    r = upload(api, "cat.png", png_bytes(color=2), overwrite="true", subfolder="pets")
+    assert r.json() == {"name": "cat.png", "subfolder": "pets", "type": "input"}
+    assert (server.runtime.env.input_dir / "pets" / "cat.png").is_file()
+
+    os.symlink(tmp_path, server.runtime.env.input_dir / "escape")
+    for name, fields in (
+        ("../evil.png", {}),
+        ("/tmp/evil.png", {}),
+        ("evil.png", {"subfolder": ".."}),
+        ("evil.png", {"subfolder": "/tmp"}),
+        ("evil.png", {"subfolder": "escape"}),
+        ("evil.png", {"subfolder": "sub\x00dir"}),
+        (".hidden.png", {}),
+    ):
+        r = upload(api, name, png_bytes(), **fields)
+        assert r.status == 403, (name, fields)
+    r = upload(api, "evil\x00.png", png_bytes())  # NUL in a part header: malformed, refused
+    assert r.status in (400, 403)
+    assert not (tmp_path / "evil.png").exists()
+    r = upload(api, "notes.png", b"this is not an image at all")
+    assert r.status == 400 and r.json()["error"]["type"] == "invalid_image"
+    truncated = png_bytes((64, 64))[:-40]
+    assert upload(api, "cut.png", truncated).status == 400
+    assert not (server.runtime.env.input_dir / "notes.png").exists()
+    r = api.request("POST", "/upload/image", raw=b"x", headers={"Content-Type": "text/plain"})
+    assert r.status == 400
+
+
+def test_size_limits(tmp_path):
+    limits = Limits(max_json_bytes=4096, max_upload_bytes=2048, max_image_pixels=100 * 100)
+    srv = ServerThread(tmp_path / "data", limits=limits).start()
+    try:
+        api = Api(srv.url)
+        big = {"prompt": math_prompt(1), "extra_data": {"pad": "x" * 5000}}
+        r = api.post("/prompt", big)
+        assert r.status == 413 and r.json()["error"]["type"] == "request_too_large"
+        assert api.post("/prompt", {"prompt": math_prompt(1)}).status == 200
+        noisy = io.BytesIO()
+        Image.effect_noise((64, 64), 100).save(noisy, format="PNG")
+        r = upload(api, "big.png", noisy.getvalue())
+        assert r.status == 413
+        r = upload(api, "wide.png", png_bytes((200, 60)))  # small file, too many pixels
+        assert r.status == 400 and "pixel limit" in r.json()["error"]["message"]
+        r = api.request("POST", "/upload/image", raw=b"x" * 10 * 2**20, headers={"Content-Type": "multipart/form-data"})
+        assert r.status == 413
+    finally:
+        srv.stop()
+
+
+def test_unknown_routes_are_json_404(api):
+    for method, path in (("GET", "/nope"), ("POST", "/nope"), ("GET", "/api/nope"), ("DELETE", "/prompt/x")):
+        r = api.request(method, path)
+        assert r.status == 404, (method, path)
+        assert r.headers["Content-Type"].startswith("application/json")
+        assert r.json()["error"]["type"] == "not_found"
+    r = api.request("DELETE", "/prompt")
+    assert r.status in (404, 405) and r.json()["error"]["type"] in ("not_found", "method_not_allowed")
