@@ -10,6 +10,7 @@ something to show in the UI).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -133,7 +134,10 @@ class Socket:
         return accepts(self.type, other)
 
 
+@functools.lru_cache(maxsize=1024)
 def accepts(wanted: str, given: str) -> bool:
+    """Whether an input of type `wanted` (types joined by commas, or "*") takes an output of
+    type `given`. Cached: validation asks it for every link of every prompt."""
     if wanted == "*" or given == "*":
         return True
     return bool(set(wanted.split(",")) & set(given.split(",")))

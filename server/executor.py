@@ -10,20 +10,24 @@ as they are.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodes.base import Interrupted, NodeContext, NodeEnv, NodeRegistry, NodeResult
+from nodes.base import Combo, Interrupted, NodeContext, NodeEnv, NodeRegistry, NodeResult
 from server.cache import CacheEntry, OutputCache, signature
-from server.graph import ValidatedPrompt, is_link, validate_prompt
+from server.graph import ValidatedPrompt, validate_prompt
 
 log = logging.getLogger("fluxloom.executor")
 
 Listener = Callable[[str, dict[str, Any]], None]
+# In a validated prompt every list-valued input is a link `[source_id, slot]`, so the hot paths
+# below test `type(value) is list` instead of re-checking the link's shape.
 
 
 @dataclass
@@ -59,6 +63,10 @@ class Executor:
         self.cache = cache if cache is not None else OutputCache()
         self._interrupted = False
         self.current: dict[str, Any] = {}  # prompt_id, node, value, max of the running prompt
+        # Identical prompts (re-queues, batch scripts) reuse their validation and signatures when
+        # those depend on the prompt alone; see _prepare.
+        self._prepared: OrderedDict[str, tuple[ValidatedPrompt, dict[str, str]]] = OrderedDict()
+        self._static_types: dict[str, bool] = {}
 
     def interrupt(self) -> None:
         """Stop the running prompt at the next node boundary or progress report."""
@@ -71,13 +79,45 @@ class Executor:
             d = self.registry.get(node["class_type"])
             constants, upstream = {}, {}
             for name, value in node["inputs"].items():
-                if is_link(value):
+                if type(value) is list:
                     upstream[name] = (sigs[value[0]], value[1])
                 else:
                     constants[name] = value
             fp = d.fingerprint(self.env, **constants) if d.fingerprint else ""
             sigs[nid] = signature(d.class_type, constants, upstream, fp)
         return sigs
+
+    def _is_static(self, class_type: str) -> bool:
+        """A node type whose validation and signature depend on its inputs alone: no file
+        fingerprint and no choices read from disk."""
+        static = self._static_types.get(class_type)
+        if static is None:
+            d = self.registry.get(class_type)
+            static = d.fingerprint is None and not any(
+                isinstance(i.spec, Combo) and callable(i.spec.choices) for i in d.inputs
+            )
+            self._static_types[class_type] = static
+        return static
+
+    def _prepare(self, prompt: dict[str, Any]) -> tuple[ValidatedPrompt, dict[str, str] | None]:
+        try:
+            key = json.dumps(prompt, sort_keys=True)
+        except (TypeError, ValueError):
+            key = None
+        if key is not None and key in self._prepared:
+            self._prepared.move_to_end(key)
+            return self._prepared[key]
+        vp = validate_prompt(prompt, self.registry, self.env)
+        if (
+            key is None
+            or self.env.prompt_hooks
+            or not all(self._is_static(n["class_type"]) for n in vp.prompt.values())
+        ):
+            return vp, None
+        prepared = self._prepared[key] = (vp, self.signatures(vp))
+        if len(self._prepared) > 64:
+            self._prepared.popitem(last=False)
+        return prepared
 
     def execute(
         self,
@@ -88,11 +128,10 @@ class Executor:
     ) -> ExecutionResult:
         """Run a prompt to completion. Validation errors raise `server.graph.ValidationError`;
         every other failure comes back as an ExecutionResult with status error/interrupted."""
-        vp = (
-            prompt
-            if isinstance(prompt, ValidatedPrompt)
-            else validate_prompt(prompt, self.registry, self.env)
-        )
+        if isinstance(prompt, ValidatedPrompt):
+            vp, sigs = prompt, None
+        else:
+            vp, sigs = self._prepare(prompt)
         emit_raw = listener or _no_listener
         result = ExecutionResult(prompt_id=prompt_id, status="success")
         started = time.perf_counter()
@@ -109,7 +148,7 @@ class Executor:
             log.warning("%s", warning)
             emit("execution_warning", {"prompt_id": prompt_id, "message": warning}, record=True)
         try:
-            sigs = self.signatures(vp)
+            sigs = sigs or self.signatures(vp)
         except Exception as exc:  # a fingerprint failed (e.g. an input file vanished)
             return self._fail(result, vp, None, exc, {}, emit, started)
 
@@ -145,7 +184,7 @@ class Executor:
             d = self.registry.get(node["class_type"])
             kwargs: dict[str, Any] = {}
             for name, value in node["inputs"].items():
-                kwargs[name] = values[value[0]][value[1]] if is_link(value) else value
+                kwargs[name] = values[value[0]][value[1]] if type(value) is list else value
             if self._interrupted:
                 return self._interrupt(result, vp, nid, emit, started)
             self.current.update(node=nid, value=0, max=0)
@@ -198,7 +237,7 @@ class Executor:
                 continue
             needed.add(nid)
             for value in vp.prompt[nid]["inputs"].values():
-                if is_link(value) and value[0] not in hits:
+                if type(value) is list and value[0] not in hits:
                     stack.append(value[0])
         return needed
 

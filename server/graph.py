@@ -11,7 +11,19 @@ from typing import Any
 
 import networkx as nx
 
-from nodes.base import Boolean, Combo, Float, Int, NodeDef, NodeEnv, NodeRegistry, Socket, String
+from nodes.base import (
+    Boolean,
+    Combo,
+    Float,
+    Input,
+    Int,
+    NodeDef,
+    NodeEnv,
+    NodeRegistry,
+    Socket,
+    String,
+    accepts,
+)
 
 
 @dataclass
@@ -41,18 +53,18 @@ def _err(type_: str, message: str, details: str = "", **extra: Any) -> dict[str,
 
 
 def is_link(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], str | int)
-        and not isinstance(value[0], bool)
-        and isinstance(value[1], int)
-        and not isinstance(value[1], bool)
-    )
+    # type() checks, not isinstance: bool is an int, and this runs for every input of every prompt.
+    return type(value) is list and len(value) == 2 and type(value[1]) is int and type(value[0]) in (str, int)
+
+
+# A value already of its widget's native type needs no conversion (the common case).
+_NATIVE = {Int: int, Float: float, String: str, Boolean: bool, Combo: str}
 
 
 def coerce_value(spec: Any, value: Any) -> Any:
     """Coerce a constant as ComfyUI does ("7" → 7 for INT). Raises ValueError/TypeError."""
+    if type(value) is _NATIVE.get(type(spec)) and (type(value) is not float or math.isfinite(value)):
+        return value
     if isinstance(spec, Int):
         if isinstance(value, bool):
             raise TypeError("a boolean is not an integer")
@@ -90,12 +102,16 @@ def coerce_value(spec: Any, value: Any) -> Any:
 
 
 def _check_range(spec: Any, value: Any) -> dict | None:
-    if isinstance(spec, Int | Float):
+    if type(spec) is Int or type(spec) is Float:
         if value < spec.min:
             return _err("value_smaller_than_min", f"Value {value} smaller than min of {spec.min}")
         if value > spec.max:
             return _err("value_bigger_than_max", f"Value {value} bigger than max of {spec.max}")
     return None
+
+
+def _info(inp: Input) -> dict[str, Any]:
+    return {"input_name": inp.name, "input_config": inp.type}
 
 
 def _output_type(d: NodeDef, slot: int) -> str | None:
@@ -114,15 +130,14 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, env: NodeEnv | None = N
             warnings.extend(hook(prompt, env))
     node_errors: dict[str, list[dict]] = {}
     coerced: dict[str, Any] = {}
-    graph = nx.DiGraph()
+    edges: list[tuple[str, str]] = []
     combo_cache: dict[int, list[str]] = {}
 
     def add(node_id: str, error: dict) -> None:
         node_errors.setdefault(node_id, []).append(error)
 
     for raw_id, node in prompt.items():
-        node_id = str(raw_id)
-        graph.add_node(node_id)
+        node_id = raw_id if type(raw_id) is str else str(raw_id)
         if not isinstance(node, dict) or "class_type" not in node:
             add(node_id, _err("invalid_node", f"Node {node_id} has no class_type"))
             continue
@@ -143,15 +158,15 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, env: NodeEnv | None = N
             continue
         out_inputs: dict[str, Any] = {}
         for inp in d.inputs:
-            info = {"input_name": inp.name, "input_config": inp.type}
-            if inp.name not in inputs or inputs[inp.name] is None:
+            value = inputs.get(inp.name)
+            if value is None:
                 if not inp.optional:
                     add(
-                        node_id, _err("required_input_missing", "Required input is missing", inp.name, **info)
+                        node_id,
+                        _err("required_input_missing", "Required input is missing", inp.name, **_info(inp)),
                     )
                 continue
-            value = inputs[inp.name]
-            if isinstance(value, list):
+            if type(value) is list:
                 if not is_link(value):
                     add(
                         node_id,
@@ -160,12 +175,12 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, env: NodeEnv | None = N
                             "Bad linked input, must be a length-2 list of [node_id, slot_index]",
                             f"{inp.name}, {value!r}",
                             received_value=value,
-                            **info,
+                            **_info(inp),
                         ),
                     )
                     continue
-                src_id, slot = str(value[0]), value[1]
-                src = prompt.get(src_id, prompt.get(value[0]))
+                src_id, slot = value[0] if type(value[0]) is str else str(value[0]), value[1]
+                src = prompt.get(src_id) or prompt.get(value[0])
                 src_def = registry.get(src.get("class_type")) if isinstance(src, dict) else None
                 if src is None:
                     add(
@@ -175,11 +190,11 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, env: NodeEnv | None = N
                             f"Input '{inp.name}' links to node {src_id}, which does not exist",
                             f"{inp.name}, {value!r}",
                             received_value=value,
-                            **info,
+                            **_info(inp),
                         ),
                     )
                     continue
-                graph.add_edge(src_id, node_id)
+                edges.append((src_id, node_id))
                 out_inputs[inp.name] = [src_id, slot]
                 if src_def is None:
                     continue  # the source's own error is reported on the source
@@ -193,14 +208,14 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, env: NodeEnv | None = N
                             f"({src_def.class_type}), which has {len(src_def.outputs)} outputs",
                             f"{inp.name}, {value!r}",
                             received_value=value,
-                            **info,
+                            **_info(inp),
                         ),
                     )
                     continue
                 wanted = inp.spec.type if isinstance(inp.spec, Socket) else inp.type
                 if isinstance(inp.spec, Combo):
                     wanted = "COMBO,STRING"
-                if not Socket(wanted).accepts(out_type):
+                if not accepts(wanted, out_type):
                     add(
                         node_id,
                         _err(
@@ -209,11 +224,11 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, env: NodeEnv | None = N
                             f"{inp.name}, received_type({out_type}) mismatch input_type({inp.type})",
                             received_type=out_type,
                             linked_node=value,
-                            **info,
+                            **_info(inp),
                         ),
                     )
                 continue
-            if isinstance(inp.spec, Socket):
+            if type(inp.spec) is Socket:
                 add(
                     node_id,
                     _err(
@@ -221,7 +236,7 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, env: NodeEnv | None = N
                         f"Input '{inp.name}' takes a {inp.spec.type} link, not a value",
                         f"{inp.name}, {value!r}",
                         received_value=value,
-                        **info,
+                        **_info(inp),
                     ),
                 )
                 continue
@@ -235,13 +250,15 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, env: NodeEnv | None = N
                         f"Failed to convert an input value to a {inp.type} value",
                         f"{inp.name}, {value!r}, {exc}",
                         received_value=value,
-                        **info,
+                        **_info(inp),
                     ),
                 )
                 continue
             bad = _check_range(inp.spec, value)
             if bad is None and isinstance(inp.spec, Combo):
-                choices = combo_cache.setdefault(id(inp.spec), inp.spec.resolve(env))
+                choices = combo_cache.get(id(inp.spec))
+                if choices is None:
+                    choices = combo_cache[id(inp.spec)] = inp.spec.resolve(env)
                 if value not in choices:
                     shown = ", ".join(choices) if choices else "(none installed)"
                     bad = _err(
@@ -249,7 +266,7 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, env: NodeEnv | None = N
                     )
             if bad is not None:
                 bad["details"] = bad["details"] or f"{inp.name}"
-                bad["extra_info"].update(received_value=value, **info)
+                bad["extra_info"].update(received_value=value, **_info(inp))
                 add(node_id, bad)
                 continue
             out_inputs[inp.name] = value
@@ -259,20 +276,28 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, env: NodeEnv | None = N
             "_meta": node.get("_meta", {"title": d.display_name}),
         }
 
+    # Built in bulk: adding nodes and edges one by one costs more than the rest of validation.
+    graph = nx.DiGraph()
+    graph.add_nodes_from(str(k) for k in prompt)
+    graph.add_edges_from(edges)
     outputs = [nid for nid, n in coerced.items() if registry.get(n["class_type"]).output_node]
     needed: set[str] = set()
     for out in outputs:
-        needed |= nx.ancestors(graph, out) | {out}
-
-    cycle_nodes: set[str] = set()
-    for component in nx.strongly_connected_components(graph.subgraph(needed)):
-        if len(component) > 1:
-            cycle_nodes |= component
-    for nid in sorted(cycle_nodes):
-        add(
-            nid,
-            _err("dependency_cycle", "Node is part of a cycle", "nodes " + ", ".join(sorted(cycle_nodes))),
-        )
+        if out not in needed:
+            needed |= nx.ancestors(graph, out)
+            needed.add(out)
+    # Views over a graph are slow to walk; most prompts need every node, so use the graph itself.
+    sub = graph if len(needed) == len(graph) else graph.subgraph(needed).copy()
+    try:
+        order = list(nx.topological_sort(sub))
+    except nx.NetworkXUnfeasible:
+        order = []
+        cycle_nodes = {
+            n for c in nx.strongly_connected_components(sub) for n in c if len(c) > 1 or sub.has_edge(n, n)
+        }
+        listed = ", ".join(sorted(cycle_nodes, key=_sort_key))
+        for nid in sorted(cycle_nodes, key=_sort_key):
+            add(nid, _err("dependency_cycle", "Node is part of a cycle", f"nodes {listed}"))
 
     # Errors on nodes that no output needs do not stop the prompt, as in ComfyUI; but a node
     # whose type is unknown is always an error, since the graph cannot be understood.
@@ -288,7 +313,6 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, env: NodeEnv | None = N
         error = _err("prompt_outputs_failed_validation", "Prompt outputs failed validation")
         raise ValidationError(error, _shape(relevant, prompt, graph, outputs))
 
-    order = [nid for nid in nx.lexicographical_topological_sort(graph.subgraph(needed), key=_sort_key)]
     return ValidatedPrompt(prompt=coerced, order=order, outputs=outputs, warnings=warnings)
 
 

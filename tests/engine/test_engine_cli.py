@@ -50,14 +50,26 @@ def math_ui_workflow(a=6, b=7, op="multiply"):
     }
 
 
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """One demo model for the module, made the way a user makes it (`fluxloom demo-model`), so
+    that `run` does not build its own in every test."""
+    path = tmp_path_factory.mktemp("models")
+    r = run("demo-model", "--models", str(path), cwd=path)
+    assert r.returncode == 0, r.stderr
+    assert (path / "diffusers" / "fluxloom-demo" / "model_index.json").is_file()
+    return path
+
+
 @pytest.fixture
-def workdir(tmp_path):
+def workdir(tmp_path, models):
     (tmp_path / "wf.json").write_text(json.dumps(math_ui_workflow()))
+    (tmp_path / "models").symlink_to(models)  # `--models` defaults to ./models
     return tmp_path
 
 
 def test_run_ui_workflow_prints_result(workdir):
-    r = run("run", "wf.json", "--models", str(workdir / "m"), cwd=workdir)
+    r = run("run", "wf.json", cwd=workdir)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "2: 42"
     assert "Calc" in r.stderr  # progress names the running node by title
