@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import mimetypes
 import os
 import tempfile
 from pathlib import Path
@@ -16,16 +15,19 @@ from aiohttp.http_exceptions import HttpProcessingError
 from server.routes.common import AppState, BadRequest, state
 from server.security import UnsafePath, safe_join
 
-# ES modules must be served with a JavaScript type or browsers refuse to run them.
-for _ext, _type in (
-    (".js", "text/javascript"),
-    (".mjs", "text/javascript"),
-    (".css", "text/css"),
-    (".map", "application/json"),
-    (".json", "application/json"),
-    (".svg", "image/svg+xml"),
-):
-    mimetypes.add_type(_type, _ext)
+# ES modules must be served with a JavaScript type or browsers refuse to run them; name the
+# types here rather than trust the platform's mime table.
+STATIC_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".css": "text/css",
+    ".map": "application/json",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".woff2": "font/woff2",
+}
 
 PLACEHOLDER = """<!doctype html><html><head><meta charset="utf-8"><title>fluxloom</title></head>
 <body><h1>fluxloom</h1><p>The canvas (web/index.html) is not installed. The API is running:
@@ -159,4 +161,8 @@ async def get_static(request: web.Request) -> web.StreamResponse:
         path = path / "index.html"
     if not path.is_file():
         raise BadRequest("not_found", f"no route {request.method} {request.path}", 404)
-    return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+    headers = {"Cache-Control": "no-cache"}
+    kind = STATIC_TYPES.get(path.suffix.lower())
+    if kind is not None:
+        headers["Content-Type"] = kind + ("; charset=utf-8" if kind.startswith("text/") else "")
+    return web.FileResponse(path, headers=headers)

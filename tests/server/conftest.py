@@ -68,8 +68,14 @@ class Api:
     def __init__(self, base: str, headers: dict[str, str] | None = None) -> None:
         self.base, self.headers = base, headers or {}
 
-    def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
-                raw: bytes | None = None) -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> Response:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         hdrs = {**self.headers, **(headers or {})}
         if body is not None and raw is None:
@@ -92,7 +98,9 @@ class Api:
         assert r.status == 200, r.body
         return r.json()["prompt_id"]
 
-    def wait_job(self, prompt_id: str, timeout: float = 30.0, until=("success", "error", "interrupted")) -> dict:
+    def wait_job(
+        self, prompt_id: str, timeout: float = 30.0, until=("success", "error", "interrupted")
+    ) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.get(f"/jobs/{prompt_id}").json()
@@ -105,10 +113,17 @@ class Api:
 class ServerThread:
     """create_app() served by an aiohttp AppRunner on 127.0.0.1:<free port> in a thread."""
 
-    def __init__(self, data_dir: Path, security: SecurityConfig | None = None, web_dir: Path | None = None,
-                 limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        security: SecurityConfig | None = None,
+        web_dir: Path | None = None,
+        limits: Limits | None = None,
+    ) -> None:
         self.runtime = make_runtime(data_dir)
-        cfg = ServerConfig(data_dir=data_dir, security=security or SecurityConfig(), limits=limits or Limits())
+        cfg = ServerConfig(
+            data_dir=data_dir, security=security or SecurityConfig(), limits=limits or Limits()
+        )
         if web_dir is not None:
             cfg.web_dir = web_dir
         self.app = create_app(self.runtime, cfg)
@@ -136,7 +151,9 @@ class ServerThread:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def ws(self, client_id: str | None = None, headers: dict[str, str] | None = None, path: str = "/ws") -> WSClient:
+    def ws(
+        self, client_id: str | None = None, headers: dict[str, str] | None = None, path: str = "/ws"
+    ) -> WSClient:
         query = f"?clientId={client_id}" if client_id else ""
         return WSClient(f"ws://127.0.0.1:{self.port}{path}{query}", headers=headers)
 
@@ -166,10 +183,16 @@ def client_id() -> str:
 def slow_prompt(steps: int = 5, delay: float = 0.01, start: int = 0, prefix: str = "test") -> dict:
     """SlowCount → SaveTestImage: two nodes, progress events, one image."""
     return {
-        "1": {"class_type": "SlowCount", "inputs": {"steps": steps, "delay": delay, "start": start},
-              "_meta": {"title": "Counter"}},
-        "2": {"class_type": "SaveTestImage", "inputs": {"value": ["1", 0], "filename_prefix": prefix},
-              "_meta": {"title": "Save"}},
+        "1": {
+            "class_type": "SlowCount",
+            "inputs": {"steps": steps, "delay": delay, "start": start},
+            "_meta": {"title": "Counter"},
+        },
+        "2": {
+            "class_type": "SaveTestImage",
+            "inputs": {"value": ["1", 0], "filename_prefix": prefix},
+            "_meta": {"title": "Save"},
+        },
     }
 
 

@@ -55,7 +55,11 @@ def test_full_lifecycle_message_sequence(server, api):
         "completed": True,
         "messages": hist["status"]["messages"],
     }
-    assert [m[0] for m in hist["status"]["messages"]] == ["execution_start", "execution_cached", "execution_success"]
+    assert [m[0] for m in hist["status"]["messages"]] == [
+        "execution_start",
+        "execution_cached",
+        "execution_success",
+    ]
     assert hist["outputs"]["2"]["images"] == [image]
     assert hist["prompt"][1] == pid and hist["prompt"][4] == ["2"]
     assert hist["prompt"][3]["client_id"] == cid
@@ -97,7 +101,11 @@ def test_identical_requeue_is_answered_from_cache(server, api):
     ]
     assert sorted(msgs[1]["data"]["nodes"]) == ["1", "2"]  # every node came from the cache
     assert msgs[2]["data"]["output"]["images"][0]["filename"].startswith("test_9_")
-    assert api.get(f"/history/{second}").json()[second]["outputs"]["2"]["images"][0]["filename"].startswith("test_9")
+    assert (
+        api.get(f"/history/{second}")
+        .json()[second]["outputs"]["2"]["images"][0]["filename"]
+        .startswith("test_9")
+    )
     ws.close()
 
 

@@ -117,7 +117,11 @@ def test_failing_node_reports_execution_error_and_queue_goes_on(server, api):
     ws.recv()
     prompt = {
         "1": {"class_type": "IntegerMath", "inputs": {"a": 1, "b": 2, "operation": "add"}},
-        "2": {"class_type": "Explode", "inputs": {"value": ["1", 0], "message": "kaboom"}, "_meta": {"title": "Bomb"}},
+        "2": {
+            "class_type": "Explode",
+            "inputs": {"value": ["1", 0], "message": "kaboom"},
+            "_meta": {"title": "Bomb"},
+        },
         "3": {"class_type": "ShowValue", "inputs": {"value": ["2", 0]}},
     }
     pid = api.queue(prompt, client_id=cid)

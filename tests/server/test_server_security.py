@@ -119,7 +119,10 @@ def test_cross_origin_state_changes_are_refused(server, api):
     assert api.post("/prompt", {"prompt": math_prompt(1)}, headers={"Origin": "null"}).status == 403
     port_twin = {"Origin": f"http://127.0.0.1:{server.port + 1}"}  # same host, other port: another origin
     assert api.post("/prompt", {"prompt": math_prompt(1)}, headers=port_twin).status == 403
-    assert api.post("/prompt", {"prompt": math_prompt(1)}, headers={"Sec-Fetch-Site": "cross-site"}).status == 403
+    assert (
+        api.post("/prompt", {"prompt": math_prompt(1)}, headers={"Sec-Fetch-Site": "cross-site"}).status
+        == 403
+    )
     assert api.get("/queue").json()["queue_pending"] == []
     # Reads stay open to cross-origin GETs (the browser's same-origin policy hides the answers).
     assert api.get("/prompt", headers=evil).status == 200
@@ -219,7 +222,9 @@ def test_size_limits(tmp_path):
         assert r.status == 413
         r = upload(api, "wide.png", png_bytes((200, 60)))  # small file, too many pixels
         assert r.status == 400 and "pixel limit" in r.json()["error"]["message"]
-        r = api.request("POST", "/upload/image", raw=b"x" * 10 * 2**20, headers={"Content-Type": "multipart/form-data"})
+        r = api.request(
+            "POST", "/upload/image", raw=b"x" * 10 * 2**20, headers={"Content-Type": "multipart/form-data"}
+        )
         assert r.status == 413
     finally:
         srv.stop()

@@ -101,7 +101,10 @@ def test_queue_saved_workflow_with_overrides(shipped, server, api):
     job = api.wait_job(r.json()["prompt_id"])
     assert job["outputs"]["2"]["images"][0]["filename"].startswith("mine_7_")  # 5 + 2 steps
     # By title, several inputs, on a shipped workflow.
-    r = api.post("/workflows/starter/queue", {"set": {"Counter.steps": 3, "Counter.start": 20, "Save.filename_prefix": "t"}})
+    r = api.post(
+        "/workflows/starter/queue",
+        {"set": {"Counter.steps": 3, "Counter.start": 20, "Save.filename_prefix": "t"}},
+    )
     pid = r.json()["prompt_id"]
     job = api.wait_job(pid)
     assert job["outputs"]["2"]["images"][0]["filename"].startswith("t_23_")
@@ -130,7 +133,11 @@ def test_post_prompt_accepts_a_ui_workflow(api):
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "server.cli", "queue", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "server.cli", "queue", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -131,4 +131,6 @@ class WSClient:
 
 def done(prompt_id: str):
     """Predicate: the prompt finished (ComfyUI's `executing` with node null)."""
-    return lambda m: m["type"] == "executing" and m["data"]["node"] is None and m["data"]["prompt_id"] == prompt_id
+    return lambda m: (
+        m["type"] == "executing" and m["data"]["node"] is None and m["data"]["prompt_id"] == prompt_id
+    )
