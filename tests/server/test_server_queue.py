@@ -97,7 +97,8 @@ def test_validation_errors_are_400_with_node_errors(api):
 def test_prompt_without_content_type(server, api):
     req = urllib.request.Request(
         api.base + "/prompt",
-        data=b'{"prompt": {"1": {"class_type": "IntegerMath", "inputs": {"a": 20, "b": 2, "operation": "add"}},'
+        data=b'{"prompt": {"1": {"class_type": "IntegerMath", '
+        b'"inputs": {"a": 20, "b": 2, "operation": "add"}},'
         b' "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}}, "prompt_id": "no-ctype"}',
         method="POST",
     )

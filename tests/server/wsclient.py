@@ -90,7 +90,7 @@ class WSClient:
         while True:
             try:
                 b0, b1 = self._take(2)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 raise TimeoutError("no websocket message in time") from None
             fin, opcode, n = b0 & 0x80, b0 & 0x0F, b1 & 0x7F
             if n == 126:
