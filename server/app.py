@@ -191,9 +191,18 @@ def serve_main(args: argparse.Namespace) -> int:
     )
     app = create_app(runtime, ServerConfig(data_dir=data, security=security))
     shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"fluxloom: serving http://{shown}:{args.port}/ (data in {data})", flush=True)
+
+    def listening(_: str) -> None:  # run_app calls this once the socket is open
+        print(f"fluxloom: serving http://{shown}:{args.port}/ (data in {data}); Ctrl+C stops", flush=True)
+
     # run_app turns SIGINT/SIGTERM into a graceful exit: the running prompt is interrupted and
     # goes back to the head of the queue, pending prompts stay in SQLite.
-    web.run_app(app, host=args.host, port=args.port, print=None, shutdown_timeout=10, access_log=None)
+    try:
+        web.run_app(
+            app, host=args.host, port=args.port, print=listening, shutdown_timeout=10, access_log=None
+        )
+    except OSError as exc:  # port taken, address not on this machine
+        print(f"fluxloom serve: cannot listen on {shown}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     log.info("fluxloom stopped")
     return 0

@@ -101,7 +101,10 @@ def system_stats(models: Any) -> dict[str, Any]:
         "devices": _devices(ram_total, ram_free),
     }
     if models is not None and hasattr(models, "stats"):
-        stats["fluxloom"] = models.stats()
+        try:
+            stats["fluxloom"] = models.stats()
+        except Exception as exc:  # the status line must not take the whole route down
+            stats["fluxloom"] = {"error": f"{type(exc).__name__}: {exc}"}
     return stats
 
 

@@ -107,6 +107,10 @@ def test_kill_9_then_restart_runs_pending_and_fails_running(dirs):
         assert all(os.path.isfile(j["files"][0]["path"]) for j in done)
         # History order is finish order: the failed one first, then the front prompt.
         assert list(srv.api.get("/history").json()) == [running, first, *pending]
+        # `fluxloom serve` attaches the model manager: its state shows in /system_stats.
+        stats = srv.api.get("/system_stats").json()
+        assert {"device", "loaded"} <= set(stats["fluxloom"])
+        assert srv.api.post("/free", {"unload_models": True, "free_memory": True}).status == 200
     finally:
         srv.proc.send_signal(signal.SIGINT)
         assert srv.wait() == 0
