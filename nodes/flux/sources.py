@@ -194,7 +194,11 @@ def load_part(path: Path, kind: str, quantization: str, dtype_choice: str, devic
         raise q.QuantizationError(f"{kind} is not quantized by fluxloom; use quantization 'none'")
     loader = {"CLIP": _load_clip, "T5": _load_t5, "FLUX_MODEL": _load_transformer, "VAE": _load_vae}[kind]
     loaded = loader(path, part, quantization, dtype, device)
-    loaded.module.eval().requires_grad_(False)
+    # eval() only: parameters keep requires_grad as diffusers' from_pretrained leaves them, since
+    # torch picks a different (not bit-identical) matmul path for batched Linear inputs when
+    # weights do not require grad, and FLUX output must equal diffusers' bit for bit. Every
+    # consumer runs under torch.no_grad(), so no graph is ever built.
+    loaded.module.eval()
     return loaded
 
 
