@@ -25,6 +25,7 @@ class Hub:
         self._clients: dict[str, set[web.WebSocketResponse]] = {}
         # One outbox per connection, drained by one task, so messages keep their order.
         self._outbox: dict[web.WebSocketResponse, asyncio.Queue[str | None]] = {}
+        self._status_due = False
         self.last_running: dict[str, Any] = {}  # client_id, node, prompt_id of the running prompt
 
     @property
@@ -88,6 +89,15 @@ class Hub:
                 return
 
     def broadcast_status(self) -> None:
+        """Tell everybody the queue changed; changes within one loop turn (a burst of POSTs,
+        a prompt ending and the next starting) make one message, counted when it is sent."""
+        if self._status_due:
+            return
+        self._status_due = True
+        asyncio.get_running_loop().call_soon(self._send_status)
+
+    def _send_status(self) -> None:
+        self._status_due = False
         self.send("status", self._status())
 
     async def close_all(self) -> None:
