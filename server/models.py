@@ -482,7 +482,26 @@ def setup_environment(env, config) -> None:
             env.models_dir,
         )
         ensure_demo_model(env.models_dir)
+    ensure_example_input(env.input_dir)
     env.prompt_hooks.append(substitute_demo_model)
+
+
+EXAMPLE_INPUT = "fluxloom-example.png"
+
+
+def ensure_example_input(input_dir) -> None:
+    """Put the example image the shipped img2img workflow loads into the input folder (as
+    ComfyUI ships input/example.png), unless a file of that name is already there."""
+    import shutil
+    from pathlib import Path
+
+    from server.workflow_io import WORKFLOWS_DIR
+
+    src, dest = WORKFLOWS_DIR / EXAMPLE_INPUT, Path(input_dir) / EXAMPLE_INPUT
+    if src.is_file() and not dest.exists():
+        with contextlib.suppress(OSError):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
 
 
 def substitute_demo_model(prompt: dict, env) -> list[str]:

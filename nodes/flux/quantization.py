@@ -29,8 +29,10 @@ CHOICES = (INT8_BNB, NF4_BNB, INT8_TORCHAO, NONE)
 DEFAULT = INT8_BNB
 BNB_CHOICES = (INT8_BNB, NF4_BNB)
 
-# bitsandbytes' int8 matmul casts fp32/bf16 activations to fp16 and warns on every call.
+# bitsandbytes' int8 matmul casts fp32/bf16 activations to fp16 (documented in docs/models.md)
+# and says so on every call, through warnings or logging depending on the version.
 warnings.filterwarnings("ignore", message=r"MatMul8bitLt: inputs will be cast")
+logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
 
 
 class QuantizationError(RuntimeError):
