@@ -30,6 +30,7 @@ class Worker:
         self.notify = notify
         self.queue_changed = queue_changed
         self.running: PromptRow | None = None
+        self._user_interrupted: str | None = None  # a user's interrupt is final, even at shutdown
         self._free = {"unload_models": False, "free_memory": False}  # done between prompts
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fluxloom-worker", daemon=True)
@@ -50,6 +51,7 @@ class Worker:
         row = self.running
         if row is None or (prompt_id and row.prompt_id != prompt_id):
             return False
+        self._user_interrupted = row.prompt_id
         self.runtime.executor.interrupt()
         return True
 
@@ -109,7 +111,9 @@ class Worker:
         except Exception as exc:  # an engine bug must not kill the worker or lose the prompt
             log.exception("executor failed on prompt %s", row.prompt_id)
             result = self._failed(row, f"internal error: {exc}", listener, traceback.format_exception(exc))
-        if result.status == INTERRUPTED and self._stopping.is_set():
+        by_user = self._user_interrupted == row.prompt_id
+        self._user_interrupted = None
+        if result.status == INTERRUPTED and self._stopping.is_set() and not by_user:
             self.store.requeue(row.prompt_id)
             log.info("prompt %s goes back to the queue (server stopping)", row.prompt_id)
             return

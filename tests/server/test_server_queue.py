@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import urllib.request
 
-from tests.server.conftest import client_id, math_prompt, slow_prompt
+from tests.server.conftest import Api, ServerThread, client_id, math_prompt, slow_prompt
 from tests.server.wsclient import done
 
 
@@ -179,3 +179,31 @@ def test_free_memory_clears_the_output_cache(server, api):
     third = api.wait_job(api.queue(prompt))["prompt_id"]
     messages = api.get(f"/history/{third}").json()[third]["status"]["messages"]
     assert [m for m in messages if m[0] == "execution_cached"][0][1]["nodes"] == []
+
+
+def test_shutdown_requeues_running_prompt_but_keeps_a_user_interrupt(tmp_path):
+    data = tmp_path / "data"
+    srv = ServerThread(data).start()
+    api = Api(srv.url)
+    stopped_by_user = api.queue(slow_prompt(steps=500, delay=0.2))
+    api.wait_job(stopped_by_user, until=("running",))
+    assert api.post("/interrupt").json() == {"interrupted": True}
+    srv.stop()  # the node notices the interrupt only after this (its steps take 0.2 s)
+
+    srv = ServerThread(data).start()
+    api = Api(srv.url)
+    try:
+        assert api.get(f"/jobs/{stopped_by_user}").json()["status"] == "interrupted"
+        requeued = api.queue(slow_prompt(steps=500, delay=0.05))
+        api.wait_job(requeued, until=("running",))
+    finally:
+        srv.stop()  # a shutdown, not the user: the prompt goes back to the queue
+    srv = ServerThread(data).start()
+    api = Api(srv.url)
+    try:
+        assert api.get(f"/jobs/{requeued}").json()["status"] in ("pending", "running")
+        api.wait_job(requeued, until=("running",))
+        assert api.post("/interrupt", {"prompt_id": requeued}).json() == {"interrupted": True}
+        assert api.wait_job(requeued)["status"] == "interrupted"
+    finally:
+        srv.stop()
