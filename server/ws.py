@@ -18,6 +18,8 @@ from aiohttp import WSMsgType, web
 
 log = logging.getLogger("fluxloom.ws")
 
+MAX_BACKLOG = 10_000  # unsent messages per connection before it is dropped
+
 
 class Hub:
     def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
@@ -76,8 +78,14 @@ class Hub:
         )
         for ws in list(targets):
             outbox = self._outbox.get(ws)
-            if outbox is not None:
-                outbox.put_nowait(text)
+            if outbox is None:
+                continue
+            if outbox.qsize() >= MAX_BACKLOG:  # a client that stopped reading: let it go
+                log.warning("websocket client %s is not reading; closing it", client_id)
+                self._outbox.pop(ws, None)
+                asyncio.ensure_future(ws.close(code=1008, message=b"not reading"))
+                continue
+            outbox.put_nowait(text)
 
     @staticmethod
     async def _drain(ws: web.WebSocketResponse, outbox: asyncio.Queue[str | None]) -> None:
