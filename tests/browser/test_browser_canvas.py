@@ -72,8 +72,16 @@ def test_search_box_adds_a_node(page):
     page.mouse.dblclick(*empty_point(page))
     box = page.locator(".litesearchbox input")
     box.wait_for()
-    box.fill("EmptyLatent16")
-    page.locator(".litesearchbox .helper .litegraph.lite-search-item").first.wait_for()
+    box.press_sequentially("EmptyLatent16")  # typed: the box filters on key presses
+    page.wait_for_function(
+        """() => {
+            const items = [...document.querySelectorAll('.litesearchbox .lite-search-item')];
+            const match = (e) => e.dataset.type.toLowerCase().includes('emptylatent16');
+            return items.length > 0 && items.every(match);
+        }"""
+    )
+    first = page.locator(".litesearchbox .lite-search-item").first
+    assert first.get_attribute("data-type") == "EmptyLatent16ch"
     box.press("Enter")
     page.wait_for_function(
         "(n) => window.fluxloom.graph._nodes.filter(x => x.type === 'EmptyLatent16ch').length > n", arg=before
@@ -88,12 +96,12 @@ def test_mouse_connects_matching_sockets_and_refuses_mismatched_ones(page):
     page.evaluate("window.fluxloom.canvas.draw(true, true)")
 
     # LATENT → FLUX_MODEL: litegraph refuses it; no link appears.
-    drag(page, slot_point(page, latent, "LATENT", False), slot_point(page, sampler, "model", True))
+    drag(page, slot_point(page, latent, "latent", False), slot_point(page, sampler, "model", True))
     assert link_count(page) == 0
     assert input_link(page, sampler, "model") is None
 
     # LATENT → LATENT connects.
-    drag(page, slot_point(page, latent, "LATENT", False), slot_point(page, sampler, "latent", True))
+    drag(page, slot_point(page, latent, "latent", False), slot_point(page, sampler, "latent", True))
     assert input_link(page, sampler, "latent") == {"origin": latent, "origin_slot": 0, "type": "LATENT"}
     assert link_count(page) == 1
 

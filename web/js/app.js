@@ -5,7 +5,7 @@ import { Api, ApiError } from "./api.js";
 import { applyTypeColors } from "./colors.js";
 import { workflowToPrompt } from "./convert.js";
 import { Execution } from "./execution.js";
-import { checkAvailableChoices } from "./models.js";
+import { checkAvailableChoices, summarizeNotes } from "./models.js";
 import { clearRunMarks, stateOf } from "./nodestate.js";
 import { registerNodeTypes } from "./nodetypes.js";
 import { StatusLine } from "./status.js";
@@ -52,6 +52,9 @@ export class App {
     this.canvas = new LGraphCanvas($("graph-canvas"), this.graph);
     applyTypeColors(this.canvas);
     this.canvas.show_info = false;
+    this.canvas.render_canvas_border = false;
+    // Whole FLUX graphs fit the screen at about half scale; keep titles and widgets readable there.
+    this.canvas.low_quality_zoom_threshold = 0.35;
     // Subgraphs are a litegraph feature the server does not run; keep the menu to what works.
     this.canvas.getMenuOptions = () => [
       { content: "Add Node", has_submenu: true, callback: LGraphCanvas.onMenuAdd },
@@ -124,7 +127,8 @@ export class App {
     if (missing.length) {
       this.notice(`${source}: unknown node types ${missing.join(", ")}`, { error: true });
     } else if (this.notes.length) {
-      this.notice(this.notes.join(" · "), { details: this.notes.join("\n") });
+      const details = this.notes.map((n) => `${n.node}: ${n.text}`).join("\n");
+      this.notice(summarizeNotes(this.notes), { details });
     } else {
       this.notice(`opened ${source}`);
     }

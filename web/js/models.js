@@ -9,7 +9,7 @@ function demoChoice(values) {
   return values.find((v) => String(v).includes(DEMO_MODEL));
 }
 
-/** Returns human-readable notes, one per changed or missing value. */
+/** Returns one note per changed or missing value: {node, badge, text, demo?, missing?}. */
 export function checkAvailableChoices(graph, stats) {
   const notes = [];
   const demoOnly = Boolean(stats?.fluxloom?.demo_only);
@@ -25,14 +25,27 @@ export function checkAvailableChoices(graph, stats) {
       const onlyDemo = demo !== undefined && (demoOnly || values.every((v) => v === demo));
       if (onlyDemo) {
         widget.value = demo;
-        s.note = { badge: "demo model", text: `${missing} is not installed: using ${demo} (its images are noise)` };
+        s.note = { badge: "demo model", text: `was ${missing} (not installed)`, demo: true, missing };
       } else {
         const choices = values.length ? values.join(", ") : "none found";
         s.note = { badge: "missing", text: `${widget.name} "${missing}" is not available; choose: ${choices}` };
       }
-      notes.push(`${node.title}: ${s.note.text}`);
+      notes.push({ node: node.title, ...s.note });
     }
   }
   graph.setDirtyCanvas(true, true);
   return notes;
+}
+
+/** One line for the notice bar: the demo switch said once, other missing values listed. */
+export function summarizeNotes(notes) {
+  const demo = notes.filter((n) => n.demo);
+  const other = notes.filter((n) => !n.demo);
+  const parts = [];
+  if (demo.length) {
+    const was = [...new Set(demo.map((n) => n.missing))].join(", ");
+    parts.push(`Only the demo model is installed: ${demo.length} loader(s) use ${DEMO_MODEL} instead of ${was} — its images are noise`);
+  }
+  for (const n of other) parts.push(`${n.node}: ${n.text}`);
+  return parts.join(" · ");
 }

@@ -42,14 +42,13 @@ function defineNodeClass(name, info) {
       });
       const [w, h] = this.computeSize();
       this.size = [Math.max(w, 240), h];
+      // litegraph sets its own onMouseDown (title buttons) on each instance; chain ours first.
+      const base = this.onMouseDown;
+      this.onMouseDown = (e, pos, canvas) => nodeMouseDown(this, e, pos) || Boolean(base?.(e, pos, canvas));
     }
 
     onDrawForeground(ctx) {
       drawNodeState(this, ctx);
-    }
-
-    onMouseDown(e, pos) {
-      return nodeMouseDown(this, e, pos);
     }
   }
 

@@ -14,29 +14,34 @@ function escapeHtml(text) {
   return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
+// "device" models are in use; "cpu" ones were offloaded to host RAM to make room.
+function modelBadge(m) {
+  const where = m.location === "device" ? "on device" : "offloaded to RAM";
+  const cls = m.location === "device" ? "model" : "model offloaded";
+  const name = escapeHtml(m.name || m.kind || "model");
+  return `<span class="${cls}" data-kind="${escapeHtml(m.kind || "")}" data-location="${escapeHtml(
+    m.location,
+  )}">${name} ${mib(m.bytes || 0)} ${where}</span>`;
+}
+
 export function renderStatus(stats) {
   const dev = stats?.devices?.[0];
   const flux = stats?.fluxloom || {};
   const parts = [];
   const device = flux.device || dev?.name || dev?.type || "unknown device";
   parts.push(`<b>${escapeHtml(device)}</b>`);
-  if (dev?.vram_total) parts.push(`device memory free ${gib(dev.vram_free)} / ${gib(dev.vram_total)}`);
+  // On a CPU-only machine the "device" is the RAM; say it once.
+  if (dev?.vram_total && dev.type !== "cpu") {
+    parts.push(`device memory free ${gib(dev.vram_free)} / ${gib(dev.vram_total)}`);
+  }
   const sys = stats?.system;
   if (sys?.ram_total) parts.push(`RAM free ${gib(sys.ram_free)} / ${gib(sys.ram_total)}`);
   if (flux.demo_only) parts.push(`<span class="demo">demo model only: images are noise</span>`);
-  const loaded = flux.loaded || [];
-  const models = loaded.length
-    ? loaded
-        .map((m) => {
-          const where = m.location || "";
-          const q = m.quantization && m.quantization !== "none" ? ` ${m.quantization}` : "";
-          const cls = where === "cpu" && device !== "cpu" ? "model offloaded" : "model";
-          return `<span class="${cls}" data-kind="${escapeHtml(m.kind || "")}">${escapeHtml(m.kind || "")} ${escapeHtml(
-            m.name || "",
-          )}${escapeHtml(q)} ${mib(m.bytes || 0)} @${escapeHtml(where)}</span>`;
-        })
-        .join("")
-    : "none";
+  if (flux.device_bytes !== undefined) {
+    parts.push(`models on device ${mib(flux.device_bytes)} (peak ${mib(flux.peak_device_bytes || 0)})`);
+  }
+  const loaded = (flux.loaded || []).filter((m) => m.location !== "none");
+  const models = loaded.length ? loaded.map(modelBadge).join("") : "none";
   parts.push(`loaded: ${models}`);
   return parts.join(" · ");
 }

@@ -23,7 +23,7 @@ function numberWidget(node, name, kind, opts) {
   const isInt = kind === "INT";
   const step = opts.step ?? (isInt ? 1 : 0.01);
   const precision = isInt ? 0 : (opts.round !== undefined ? decimals(opts.round) : decimals(step));
-  const widget = node.addWidget("number", name, opts.default ?? 0, null, {
+  const widget = node.addWidget("number", name, opts.default ?? 0, () => {}, {
     min: opts.min,
     max: opts.max,
     step2: step,
