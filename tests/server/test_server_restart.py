@@ -6,72 +6,20 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from server.queue import STOPPED_MESSAGE
-from tests.server.conftest import Api, slow_prompt
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.server.conftest import slow_prompt
+from tests.server.serve_process import ServeProcess, shared_models
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServeProcess:
-    def __init__(self, data: Path, models: Path, log: Path) -> None:
-        self.port = free_port()
-        self.log = log.open("ab")
-        env = {**os.environ, "FLUXLOOM_EXTRA_NODES": "tests.server.server_nodes"}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "server.cli",
-                "serve",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(data),
-                "--models",
-                str(models),
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.api = Api(f"http://127.0.0.1:{self.port}")
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"server exited: {log.read_text()[-3000:]}"
-            try:
-                if self.api.get("/prompt").status == 200:
-                    return
-            except OSError:
-                time.sleep(0.2)
-        raise TimeoutError("server did not start")
-
-    def wait(self, timeout: float = 60) -> int:
-        rc = self.proc.wait(timeout)
-        self.log.close()
-        return rc
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Shared by the tests here: the first start writes the demo model into it."""
-    return tmp_path_factory.mktemp("models")
+    return shared_models(tmp_path_factory)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -15,6 +16,7 @@ from PIL import Image
 from server.routes.common import Limits
 from server.security import BindRefused, SecurityConfig, check_bind
 from tests.server.conftest import Api, ServerThread, math_prompt
+from tests.server.serve_process import ServeProcess, shared_models
 from tests.server.wsclient import HandshakeRefused
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -238,3 +240,29 @@ def test_unknown_routes_are_json_404(api):
         assert r.json()["error"]["type"] == "not_found"
     r = api.request("DELETE", "/prompt")
     assert r.status in (404, 405) and r.json()["error"]["type"] in ("not_found", "method_not_allowed")
+
+
+@pytest.fixture
+def serve_dirs(tmp_path, tmp_path_factory):
+    return tmp_path / "data", shared_models(tmp_path_factory), tmp_path / "serve.log"
+
+
+@pytest.mark.slow
+def test_serve_off_loopback_with_token_or_explicit_opt_out(serve_dirs):
+    data, models, log = serve_dirs
+    srv = ServeProcess(data, models, log, "--host", "0.0.0.0", "--token", "s3cret", ready_status=401)
+    try:
+        assert srv.api.get("/queue").status == 401
+        authed = Api(srv.api.base, {"Authorization": "Bearer s3cret"})
+        assert authed.get("/queue").status == 200
+        assert authed.get("/prompt?token=s3cret").status == 200
+    finally:
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.wait() == 0
+    srv = ServeProcess(data, models, log, "--host", "0.0.0.0", "--allow-unauthenticated")
+    try:
+        assert srv.api.get("/queue").status == 200
+    finally:
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.wait() == 0
+    assert "WITHOUT an access token (--allow-unauthenticated)" in log.read_text()
