@@ -104,7 +104,8 @@ def split_prefix(root: Path, prefix: str) -> tuple[Path, str, str]:
         raise ValueError(f"filename_prefix {prefix!r} needs a file name part (e.g. 'fluxloom')")
     if prefix.startswith("/") or re.match(r"^[A-Za-z]:", prefix) or ".." in prefix.split("/"):
         raise ValueError(f"filename_prefix {prefix!r} must stay inside the output folder")
-    subfolder, _, name = prefix.rpartition("/")
+    *folders, name = [part for part in prefix.split("/") if part not in ("", ".")]
+    subfolder = "/".join(folders)
     folder = (root / subfolder).resolve() if subfolder else root.resolve()
     if not folder.is_relative_to(root.resolve()):
         raise ValueError(f"filename_prefix {prefix!r} must stay inside the output folder")

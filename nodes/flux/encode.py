@@ -34,9 +34,11 @@ class Conditioning:
         tensors = (self.prompt_embeds, self.pooled_prompt_embeds, self.text_ids)
         return sum(t.numel() * t.element_size() for t in tensors)
 
-    def for_batch(self, batch: int, device: torch.device) -> Conditioning:
-        """On `device`, repeated to `batch` images (diffusers' num_images_per_prompt)."""
-        embeds, pooled = self.prompt_embeds.to(device), self.pooled_prompt_embeds.to(device)
+    def for_batch(self, batch: int, device: torch.device, dtype: torch.dtype | None = None) -> Conditioning:
+        """On `device` (and in `dtype` when given), repeated to `batch` images (diffusers'
+        num_images_per_prompt)."""
+        embeds = self.prompt_embeds.to(device=device, dtype=dtype or self.prompt_embeds.dtype)
+        pooled = self.pooled_prompt_embeds.to(device=device, dtype=dtype or self.pooled_prompt_embeds.dtype)
         if embeds.shape[0] != batch:
             if embeds.shape[0] != 1:
                 raise ValueError(f"conditioning has batch {embeds.shape[0]}, the latent has {batch}")

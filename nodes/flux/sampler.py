@@ -96,13 +96,20 @@ def sample(
     device: torch.device,
     negative: Conditioning | None = None,
     on_step: Callable[[int, int], None] = lambda i, n: None,
+    model_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Run the sampler; returns unpacked latents [B, 16, h, w] on `device`."""
+    """Run the sampler; returns unpacked latents [B, 16, h, w] on `device`.
+
+    Noise is drawn in the conditioning's dtype, as diffusers does. When the transformer computes
+    in another dtype (e.g. an fp32 T5 with a bf16 transformer, which FluxPipeline refuses), the
+    latents and embeddings are cast to it; when the dtypes agree nothing is cast."""
     samples = latent["samples"]
     b, _, h, w = samples.shape
     dtype = positive.dtype
-    pos = positive.for_batch(b, device)
-    neg = negative.for_batch(b, device) if negative is not None and s.true_cfg_scale > 1 else None
+    model_dtype = model_dtype or dtype
+    pos = positive.for_batch(b, device, model_dtype)
+    use_neg = negative is not None and s.true_cfg_scale > 1
+    neg = negative.for_batch(b, device, model_dtype) if use_neg else None
     if s.denoise < 1.0:
         start = image_to_image_start(latent, s, cfg, dtype, device)
     else:
@@ -110,7 +117,7 @@ def sample(
     img_ids = fm.latent_image_ids(h, w, device, dtype)
     guidance = fm.guidance_vector(s.guidance, b, device) if transformer.config.guidance_embeds else None
     timesteps = fm.sigmas_to_timesteps(start.sigmas, cfg)
-    latents, sigmas, total = start.latents, start.sigmas, s.steps - start.first
+    latents, sigmas, total = start.latents.to(model_dtype), start.sigmas, s.steps - start.first
     for n, i in enumerate(range(start.first, s.steps)):
         pred = predict(transformer, latents, timesteps[i], guidance, pos, img_ids)
         if neg is not None:
@@ -174,5 +181,15 @@ def flux_sampler(
     cfg = fm.ShiftConfig.for_pipeline(Path(model.path))
     ctx.check_interrupt()
     with torch.no_grad(), ctx.env.models.use(model) as loaded:
-        out = sample(loaded.module, positive, latent, settings, cfg, loaded.device, negative, ctx.progress)
+        out = sample(
+            loaded.module,
+            positive,
+            latent,
+            settings,
+            cfg,
+            loaded.device,
+            negative,
+            ctx.progress,
+            loaded.dtype,
+        )
     return ({"samples": out.cpu()},)
