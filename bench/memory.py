@@ -1,0 +1,175 @@
+"""Peak memory of the two-phase flow against diffusers' everything-at-once pipeline.
+
+Builds a medium random FLUX pipeline (>= 1 GB of fp32 weights, the transformer larger than T5,
+as in FLUX.1; cached under bench/results/, never committed) and measures, each in its own
+process, the peak RSS of:
+
+  (a) a bare process that imports torch, diffusers and the transformers model classes,
+  (b) diffusers' FluxPipeline with every part loaded at once, generating one image,
+  (c) `fluxloom run` of the shipped two-phase workflow with quantization "none",
+  (d) the same with the T5 in int8 (bitsandbytes).
+
+Safetensors are memory-mapped, so RSS grows as weights are touched: peaks are taken over the
+whole run (getrusage of the finished child), never after loading. On this CPU-only machine the
+"device" is RAM, so the process's RSS is the device memory that the phases are about.
+
+Target: (c) - (a) <= 1.15 x the weights of the larger phase (transformer + VAE).
+
+    .venv/bin/python bench/memory.py [--size 256] [--steps 4] [--rebuild]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "bench" / "results"
+MODEL_NAME = "fluxloom-medium"
+PROMPT = "A cat holding a sign that says hello world"
+TARGET = 1.15
+
+BARE = (
+    "import torch, diffusers, transformers\n"
+    "from diffusers import FluxPipeline, FluxTransformer2DModel, AutoencoderKL\n"
+    "from transformers import CLIPTextModel, T5EncoderModel\n"
+)
+
+PIPELINE = """
+import sys, torch
+from diffusers import FluxPipeline
+path, size, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+pipe = FluxPipeline.from_pretrained(path, dtype=torch.float32)
+with torch.no_grad():
+    image = pipe(
+        "{prompt}", height=size, width=size, num_inference_steps=steps, guidance_scale=3.5,
+        max_sequence_length=512, generator=torch.Generator("cpu").manual_seed(0), output_type="pt",
+    ).images
+print(tuple(image.shape))
+""".replace("{prompt}", PROMPT)
+
+
+def child_main(cmd: list[str]) -> None:
+    """Run `cmd` as this process's only child and print its peak RSS in bytes (Linux reports
+    ru_maxrss in KiB)."""
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    print(json.dumps({"rc": proc.returncode, "peak": peak, "stderr": proc.stderr[-4000:]}))
+
+
+def peak_rss(cmd: list[str]) -> int:
+    """Peak RSS of `cmd`, measured in a fresh wrapper process so that no other child counts."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(cmd)], capture_output=True, text=True, check=True
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["rc"] != 0:
+        raise SystemExit(f"command failed ({result['rc']}): {' '.join(cmd)}\n{result['stderr']}")
+    return result["peak"]
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+
+
+def ensure_model(models_dir: Path, rebuild: bool) -> Path:
+    from nodes.flux.demo import build_tiny_flux
+
+    path = models_dir / "diffusers" / MODEL_NAME
+    if rebuild or not (path / "model_index.json").is_file():
+        print(f"building the medium random FLUX pipeline in {path} ...", flush=True)
+        build_tiny_flux(path, seed=0, preset="medium")
+    return path
+
+
+def fluxloom_cmd(models_dir: Path, out_dir: Path, size: int, steps: int, t5_quant: str) -> list[str]:
+    api = json.loads((ROOT / "workflows" / "flux-dev-lowvram-8bit.api.json").read_text())
+    sets = []
+    for nid, node in api.items():
+        inputs, kind = node["inputs"], node["class_type"]
+        if "source" in inputs:
+            sets.append(f"{nid}.source={MODEL_NAME}")
+        if kind == "LoadT5-8bit":
+            sets.append(f"{nid}.quantization={t5_quant}")
+        if kind == "LoadFluxTransformer":
+            sets.append(f"{nid}.quantization=none")
+        if kind == "EmptyLatent16ch":
+            sets += [f"{nid}.width={size}", f"{nid}.height={size}"]
+        if kind == "FluxSampler":
+            sets.append(f"{nid}.steps={steps}")
+        if kind == "EncodePrompt":
+            sets.append(f"{nid}.prompt={PROMPT}")
+    cmd = [sys.executable, "-m", "server.cli", "run", "flux-dev-lowvram-8bit", "--models", str(models_dir)]
+    cmd += ["--output-dir", str(out_dir), "--input-dir", str(out_dir / "input"), "--json"]
+    for s in sets:
+        cmd += ["--set", s]
+    return cmd
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:8.1f} MiB"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=256, help="image width and height (default 256)")
+    ap.add_argument("--steps", type=int, default=4, help="sampling steps (default 4)")
+    ap.add_argument("--rebuild", action="store_true", help="rebuild the cached medium model")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child_main(json.loads(args.child))
+        return
+
+    models_dir = RESULTS / "memory-models"
+    path = ensure_model(models_dir, args.rebuild)
+    subfolders = ("text_encoder", "text_encoder_2", "transformer", "vae")
+    parts = {sub: folder_bytes(path / sub) for sub in subfolders}
+    phase1 = parts["text_encoder"] + parts["text_encoder_2"]
+    phase2 = parts["transformer"] + parts["vae"]
+    total = phase1 + phase2
+    larger = max(phase1, phase2)
+    print(f"medium FLUX pipeline ({path}), fp32 weights:")
+    for sub, n in parts.items():
+        print(f"  {sub:<16}{mib(n)}")
+    print(f"  {'total':<16}{mib(total)}")
+    print(f"  phase 1 (CLIP + T5)         {mib(phase1)}")
+    print(f"  phase 2 (transformer + VAE) {mib(phase2)}   <- larger phase")
+    assert total >= 10**9 and parts["transformer"] > parts["text_encoder_2"]
+
+    out = RESULTS / "memory-out"
+    print(f"\nrunning {args.size}x{args.size}, {args.steps} steps, each in its own process ...", flush=True)
+    peaks = {
+        "a": peak_rss([sys.executable, "-c", BARE]),
+        "b": peak_rss([sys.executable, "-c", PIPELINE, str(path), str(args.size), str(args.steps)]),
+        "c": peak_rss(fluxloom_cmd(models_dir, out, args.size, args.steps, "none")),
+        "d": peak_rss(fluxloom_cmd(models_dir, out, args.size, args.steps, "int8 (bitsandbytes)")),
+    }
+    labels = {
+        "a": "bare process (imports only)",
+        "b": "diffusers FluxPipeline, all at once",
+        "c": "fluxloom two-phase, none",
+        "d": "fluxloom two-phase, int8 T5",
+    }
+    base = peaks["a"]
+    print("\npeak RSS                               peak         above (a)    / larger phase")
+    for key, label in labels.items():
+        above = peaks[key] - base
+        ratio = "" if key == "a" else f"{above / larger:6.3f}x"
+        print(f"  ({key}) {label:<32}{mib(peaks[key])}  {mib(above)}   {ratio}")
+    two_phase = (peaks["c"] - base) / larger
+    print(f"\n(c) above baseline / larger phase's weights = {two_phase:.3f}x (target <= {TARGET}x)")
+    print(f"(c) above baseline / (b) above baseline     = {(peaks['c'] - base) / (peaks['b'] - base):.3f}x")
+    print(f"(d) above baseline / (b) above baseline     = {(peaks['d'] - base) / (peaks['b'] - base):.3f}x")
+    print(f"(b) above baseline / all weights            = {(peaks['b'] - base) / total:.3f}x")
+    print("target met" if two_phase <= TARGET else "TARGET MISSED")
+
+
+if __name__ == "__main__":
+    main()
