@@ -85,6 +85,13 @@ export class Api extends EventTarget {
     return this.fetchJson(`/workflows/${encodeURIComponent(name)}`, { method: "PUT", json: workflow });
   }
 
+  /** POST /upload/image (multipart, as ComfyUI); returns {name, subfolder, type}. */
+  uploadImage(file) {
+    const form = new FormData();
+    form.append("image", file, file.name);
+    return this.fetchJson("/upload/image", { method: "POST", body: form });
+  }
+
   viewUrl(image) {
     const q = new URLSearchParams({
       filename: image.filename,

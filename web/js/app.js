@@ -7,7 +7,7 @@ import { workflowToPrompt } from "./convert.js";
 import { Execution } from "./execution.js";
 import { checkAvailableChoices, summarizeNotes } from "./models.js";
 import { clearRunMarks, stateOf } from "./nodestate.js";
-import { registerNodeTypes } from "./nodetypes.js";
+import { registerNodeTypes, services } from "./nodetypes.js";
 import { StatusLine } from "./status.js";
 import { applyControl } from "./widgets.js";
 import {
@@ -48,6 +48,7 @@ export class App {
     configureLiteGraph();
     this.objectInfo = await this.api.objectInfo();
     this.nodeTypes = registerNodeTypes(this.objectInfo);
+    services.upload = (file) => this.upload(file);
     this.graph = new LGraph();
     this.canvas = new LGraphCanvas($("graph-canvas"), this.graph);
     applyTypeColors(this.canvas);
@@ -90,6 +91,7 @@ export class App {
   // --- notices and panels ------------------------------------------------------------------
 
   notice(text, { error = false, details = null } = {}) {
+    this.noticeSeq = (this.noticeSeq || 0) + 1;
     const el = $("notice");
     el.textContent = text;
     el.className = error ? "error" : "";
@@ -203,10 +205,14 @@ export class App {
     const workflow = this.serialize();
     const prompt = workflowToPrompt(workflow, this.objectInfo);
     clearRunMarks(this.graph);
+    const seq = this.noticeSeq;
     try {
       const result = await this.api.queuePrompt(prompt, workflow);
       const warnings = result.warnings || [];
-      this.notice(`queued prompt ${result.number ?? ""}${warnings.length ? ` · ${warnings.join(" · ")}` : ""}`);
+      // A quick prompt may already have run (and said so) before this answer arrived.
+      if (this.noticeSeq === seq) {
+        this.notice(`queued prompt ${result.number ?? ""}${warnings.length ? ` · ${warnings.join(" · ")}` : ""}`);
+      }
       this.applySeedControls();
       this.persist();
       return result;
@@ -216,6 +222,17 @@ export class App {
       } else {
         this.notice(`queueing failed: ${err.message}`, { error: true, details: String(err.stack || err) });
       }
+      return null;
+    }
+  }
+
+  async upload(file) {
+    try {
+      const result = await this.api.uploadImage(file);
+      this.notice(`uploaded ${result.name}`);
+      return result;
+    } catch (err) {
+      this.notice(`upload of ${file.name} failed: ${err.message}`, { error: true });
       return null;
     }
   }

@@ -1,6 +1,6 @@
 // Follows a run over the websocket (ComfyUI's messages) and shows it on the graph: the queue size,
 // the running node with its progress, cached nodes, output images, and errors that name the node.
-import { clearRunMarks, setImages, stateOf } from "./nodestate.js";
+import { clearRunMarks, setImages, setText, stateOf } from "./nodestate.js";
 
 function nodeTitle(prompt, id, fallback) {
   return prompt?.[id]?._meta?.title || fallback || `node ${id}`;
@@ -97,6 +97,7 @@ export class Execution {
     const node = this.node(d.display_node ?? d.node);
     const images = d.output?.images || [];
     if (node && images.length) setImages(node, images.map((img) => this.app.api.viewUrl(img)));
+    if (node && Array.isArray(d.output?.text)) setText(node, d.output.text);
     this.redraw();
   }
 

@@ -9,7 +9,7 @@ const WARN = "#ffb74d";
 const IMAGE_MIN_HEIGHT = 220;
 
 export function stateOf(node) {
-  node.flux ??= { running: false, progress: null, cached: false, error: null, note: null, images: [] };
+  node.flux ??= { running: false, progress: null, cached: false, error: null, note: null, images: [], text: [] };
   return node.flux;
 }
 
@@ -44,6 +44,26 @@ export function setImages(node, urls) {
   const need = widgetsBottom(node) + IMAGE_MIN_HEIGHT;
   if (node.size[1] < need) node.setSize([Math.max(node.size[0], 260), need]);
   node.setDirtyCanvas(true, true);
+}
+
+/** Show text outputs (e.g. ShowValue) inside the node. */
+export function setText(node, lines) {
+  const s = stateOf(node);
+  s.text = lines.map(String);
+  const need = widgetsBottom(node) + 8 + s.text.length * 16;
+  if (node.size[1] < need) node.setSize([node.size[0], need]);
+  node.setDirtyCanvas(true, true);
+}
+
+function drawText(node, ctx) {
+  const { text } = stateOf(node);
+  if (!text?.length) return;
+  const top = widgetsBottom(node) + 4;
+  ctx.save();
+  ctx.font = "12px monospace";
+  ctx.fillStyle = "#cfe";
+  text.forEach((line, i) => ctx.fillText(line, 10, top + 14 + i * 16, node.size[0] - 20));
+  ctx.restore();
 }
 
 function imageRect(node) {
@@ -124,6 +144,7 @@ function footer(node, ctx, text, color) {
 export function drawNodeState(node, ctx) {
   const s = stateOf(node);
   drawImages(node, ctx);
+  drawText(node, ctx);
   if (s.running) {
     outline(node, ctx, RUNNING);
     if (s.progress && s.progress.max > 0) {

@@ -2,7 +2,10 @@
 // typed sockets, widgets from the specs, and the run-state drawing shared by every node.
 import { LGraphNode, LiteGraph } from "@comfyorg/litegraph";
 import { drawNodeState, nodeMouseDown } from "./nodestate.js";
-import { addWidgetForSpec, isWidgetSpec } from "./widgets.js";
+import { addUploadButton, addWidgetForSpec, isWidgetSpec } from "./widgets.js";
+
+// Set by the app: uploads a file to the server's input folder (used by image combos).
+export const services = { upload: async () => null };
 
 /** Inputs in declared order (`input_order` when the server sends it). */
 function orderedInputs(info) {
@@ -36,6 +39,10 @@ function defineNodeClass(name, info) {
           const slot = this.addInput(inputName, spec[0]);
           if (spec[1]?.tooltip) slot.tooltip = spec[1].tooltip;
         }
+      }
+      // Buttons go last: litegraph indexes widgets_values by widget position.
+      for (const w of this.widgets || []) {
+        if (w.fluxSpec?.options?.image_upload) addUploadButton(this, w, (file) => services.upload(file));
       }
       (info.output || []).forEach((type, i) => {
         this.addOutput(info.output_name?.[i] || type, type);

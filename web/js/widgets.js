@@ -157,3 +157,26 @@ export function addWidgetForSpec(node, name, spec) {
   if (kind === "INT" && opts.control_after_generate) controlWidget(node, widget);
   return widget;
 }
+
+/** For a combo of input images: a button that uploads a file and selects it (ComfyUI's upload). */
+export function addUploadButton(node, combo, upload) {
+  const button = node.addWidget("button", "choose file to upload", null, () => {
+    const picker = document.createElement("input");
+    picker.type = "file";
+    picker.accept = "image/png,image/jpeg,image/webp";
+    picker.addEventListener("change", async () => {
+      const file = picker.files?.[0];
+      if (!file) return;
+      const result = await upload(file);
+      if (!result) return;
+      const name = result.subfolder ? `${result.subfolder}/${result.name}` : result.name;
+      if (!combo.options.values.includes(name)) combo.options.values.push(name);
+      combo.value = name;
+      node.setDirtyCanvas(true, true);
+    });
+    picker.click();
+  });
+  // Not an input of the node: kept out of widgets_values so saved workflows stay ComfyUI-shaped.
+  button.serialize = false;
+  return button;
+}
