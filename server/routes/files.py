@@ -8,6 +8,7 @@ import io
 import os
 import tempfile
 from pathlib import Path
+from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -57,7 +58,8 @@ async def get_view(request: web.Request) -> web.StreamResponse:
     path = _safe(folder, request.query.get("subfolder", ""), filename)
     if not path.is_file():
         raise BadRequest("not_found", f"no file {filename!r}", 404)
-    return web.FileResponse(path, headers={"Content-Disposition": f'inline; filename="{path.name}"'})
+    disposition = f"inline; filename*=UTF-8''{quote(path.name)}"
+    return web.FileResponse(path, headers={"Content-Disposition": disposition})
 
 
 def _check_image(data: bytes, max_pixels: int) -> None:

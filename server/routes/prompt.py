@@ -37,6 +37,8 @@ async def enqueue(st: AppState, prompt: Any, body: dict[str, Any], overrides: An
     except ValidationError as exc:
         return web.json_response(exc.as_json(), status=400)
     prompt_id = str(body.get("prompt_id") or uuid.uuid4())
+    if len(prompt_id) > 200 or "/" in prompt_id or "\x00" in prompt_id:
+        raise BadRequest("invalid_prompt", "prompt_id must be at most 200 characters, without '/'")
     if st.store.exists(prompt_id):
         raise BadRequest("duplicate_prompt_id", f"prompt_id {prompt_id!r} is already used")
     client_id = body.get("client_id")
