@@ -53,8 +53,10 @@ def add_routes(app: web.Application, ws_handler: Handler, openapi_handler: Handl
         Route("GET", "/openapi.json", openapi_handler),
     )
     for r in table:
-        app.router.add_route(r.method, r.path, r.handler)
-        if r.api_alias:
-            app.router.add_route(r.method, "/api" + r.path, r.handler)
+        for path in (r.path, "/api" + r.path) if r.api_alias else (r.path,):
+            if r.method == "GET" and r.path != "/ws":
+                app.router.add_get(path, r.handler)  # with HEAD, as HTTP wants
+            else:
+                app.router.add_route(r.method, path, r.handler)
     # Last, so that every route above wins: the canvas, and JSON 404s for anything unknown.
     app.router.add_route("*", "/{path:.*}", files.get_static)
