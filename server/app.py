@@ -24,7 +24,7 @@ from nodes.base import NodeRegistry
 from server.openapi import describe
 from server.queue import PromptStore
 from server.routes import add_routes
-from server.routes.common import STATE, AppState, BadRequest, Limits
+from server.routes.common import STATE, AppState, BadRequest, Limits, status_payload
 from server.runtime import Runtime, RuntimeConfig, create_runtime
 from server.security import BindRefused, SecurityConfig, check_bind, json_error, make_middleware
 from server.worker import Worker
@@ -65,32 +65,36 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return json_error(500, "internal_error", f"{type(exc).__name__}: {exc}")
 
 
+class LoopBridge:
+    """Hands calls from the worker thread to the event loop (once the app has started)."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def call(self, fn: Any, *args: Any) -> None:
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop closed between the check and the call
+            pass
+
+
 def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     store = PromptStore(cfg.data_dir / "queue.sqlite3")
     for pid in store.recover():
         log.warning("prompt %s was running when the server stopped; reported as failed", pid)
-    holder: dict[str, AppState] = {}
-    hub = Hub(status=lambda: holder["state"].status())
-
-    def notify(event: str, data: dict[str, Any], client_id: str | None) -> None:
-        loop = holder["state"].loop
-        if loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(hub.send, event, data, client_id)
-            except RuntimeError:  # the loop closed between the check and the call
-                pass
-
-    def queue_changed() -> None:
-        loop = holder["state"].loop
-        if loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(hub.broadcast_status)
-            except RuntimeError:
-                pass
-
-    worker = Worker(store, runtime, notify, queue_changed)
-    st = holder["state"] = AppState(
+    hub = Hub(status=lambda: status_payload(store))
+    bridge = LoopBridge()
+    worker = Worker(
+        store,
+        runtime,
+        notify=lambda event, data, client_id: bridge.call(hub.send, event, data, client_id),
+        queue_changed=lambda: bridge.call(hub.broadcast_status),
+    )
+    st = AppState(
         runtime=runtime,
         store=store,
         hub=hub,
@@ -112,7 +116,7 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
     add_routes(app, hub.handle, openapi)
 
     async def start(app: web.Application) -> None:
-        st.loop = asyncio.get_running_loop()
+        bridge.loop = asyncio.get_running_loop()
         worker.start()
 
     async def shutdown(app: web.Application) -> None:

@@ -3,7 +3,6 @@ and JSON errors."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,6 @@ class AppState:
     data_dir: Path
     web_dir: Path
     limits: Limits = field(default_factory=Limits)
-    loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def workflows_dir(self) -> Path:
@@ -46,7 +44,12 @@ class AppState:
         return {"output": env.output_dir, "input": env.input_dir, "temp": env.temp_dir}.get(kind)
 
     def status(self) -> dict[str, Any]:
-        return {"status": {"exec_info": {"queue_remaining": self.store.remaining()}}}
+        return status_payload(self.store)
+
+
+def status_payload(store: PromptStore) -> dict[str, Any]:
+    """The websocket `status` message's data (without `sid`)."""
+    return {"status": {"exec_info": {"queue_remaining": store.remaining()}}}
 
 
 STATE = web.AppKey("fluxloom_state", AppState)
