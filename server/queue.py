@@ -248,11 +248,18 @@ class PromptStore:
         return int(self._scalar("SELECT COUNT(*) FROM prompts WHERE status IN (?, ?)", PENDING, RUNNING))
 
     def position(self, prompt_id: str) -> int | None:
-        """0-based place among pending prompts."""
-        for i, row in enumerate(self.pending()):
-            if row.prompt_id == prompt_id:
-                return i
-        return None
+        """0-based place among pending prompts (None when not pending)."""
+        with self._lock:
+            r = self._db.execute(
+                "SELECT number, created FROM prompts WHERE prompt_id=? AND status=?", (prompt_id, PENDING)
+            ).fetchone()
+            if r is None:
+                return None
+            return self._db.execute(
+                "SELECT COUNT(*) FROM prompts WHERE status=?"
+                " AND (number < ? OR (number = ? AND created < ?))",
+                (PENDING, r["number"], r["number"], r["created"]),
+            ).fetchone()[0]
 
     def delete_pending(self, prompt_ids: list[str] | None = None) -> int:
         """Remove pending prompts (all when `prompt_ids` is None); running ones stay."""
