@@ -136,3 +136,14 @@ def test_nf4_t5_fails_in_the_loader_node_with_a_clear_message(models_dir, demo_p
     ctx = NodeContext(env=env, node_id="1")
     with pytest.raises(q.QuantizationError, match="multiple of 64"):
         nodes.load_all().get("LoadT5-8bit").run(ctx, source=DEMO_NAME, quantization=q.NF4_BNB, dtype="auto")
+
+
+def test_setup_puts_the_example_input_where_load_image_finds_it(models_dir, tmp_path):
+    env = make_env(models_dir, tmp_path)
+    assert (env.input_dir / "fluxloom-example.png").is_file()
+    info = nodes.load_all().object_info(env)
+    assert "fluxloom-example.png" in info["LoadImage"]["input"]["required"]["image"][0]
+    # A user's own file of that name is never overwritten.
+    (env.input_dir / "fluxloom-example.png").write_bytes(b"mine")
+    make_env(models_dir, tmp_path)
+    assert (env.input_dir / "fluxloom-example.png").read_bytes() == b"mine"
