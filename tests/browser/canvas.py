@@ -3,6 +3,7 @@ tests can point the real mouse at them: slots, widgets, empty space."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 # Graph coordinates → page coordinates, through litegraph's own transform.
@@ -146,3 +147,18 @@ def input_link(page, node_id: int, name: str) -> dict | None:
         """,
         {"id": node_id, "name": name},
     )
+
+
+def drop_file(page, name: str, mime: str, data: bytes) -> None:
+    """Drop a file on the canvas the way a browser does: dragover then drop with a DataTransfer."""
+    transfer = page.evaluate_handle(
+        """([name, mime, b64]) => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], name, { type: mime }));
+            return dt;
+        }""",
+        [name, mime, base64.b64encode(data).decode()],
+    )
+    page.dispatch_event("#graph-canvas", "dragover", {"dataTransfer": transfer})
+    page.dispatch_event("#graph-canvas", "drop", {"dataTransfer": transfer})

@@ -5,9 +5,21 @@ status line shows the model manager's models. Writes the README's screenshots.""
 
 from __future__ import annotations
 
+import urllib.request
+from urllib.parse import urljoin
+
 import pytest
 
-from tests.browser.canvas import evaluate, node_point, nodes_of_type, widget_point, widget_value
+from tests.browser.canvas import (
+    drop_file,
+    empty_graph,
+    evaluate,
+    graph_state,
+    node_point,
+    nodes_of_type,
+    widget_point,
+    widget_value,
+)
 from tests.browser.conftest import SCREENSHOTS
 
 pytestmark = pytest.mark.browser
@@ -100,6 +112,17 @@ def test_default_workflow_opens_on_the_demo_model_and_runs(page, server):
     page.wait_for_function("document.getElementById('lightbox-img').naturalWidth > 0")
     page.keyboard.press("Escape")
     assert page.is_hidden("#lightbox")
+
+    # The PNG that SaveImage wrote carries the workflow: dropping it reopens the same graph.
+    with urllib.request.urlopen(urljoin(server.url, url)) as r:
+        png = r.read()
+    before = graph_state(page)
+    empty_graph(page)
+    drop_file(page, "fluxloom-output.png", "image/png", png)
+    page.wait_for_function("(n) => window.fluxloom.graph._nodes.length === n", arg=len(before["nodes"]))
+    after = graph_state(page)
+    assert [n["type"] for n in after["nodes"]] == [n["type"] for n in before["nodes"]]
+    assert after["links"] == before["links"] and after["groups"] == before["groups"]
 
 
 def test_unchanged_nodes_are_marked_cached_on_the_next_run(page):

@@ -3,7 +3,6 @@ load round trip through a real download and the file picker, and the server's sa
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import urllib.request
@@ -12,7 +11,7 @@ import pytest
 from PIL import Image
 
 from server.workflow_io import png_metadata
-from tests.browser.canvas import empty_graph, evaluate, graph_state
+from tests.browser.canvas import drop_file, empty_graph, evaluate, graph_state
 
 pytestmark = pytest.mark.browser
 
@@ -37,21 +36,6 @@ def _scene(page, width: int) -> dict:
     return graph_state(page)
 
 
-def _drop(page, name: str, mime: str, data: bytes) -> None:
-    """Drop a file on the canvas the way a browser does: dragover then drop with a DataTransfer."""
-    transfer = page.evaluate_handle(
-        """([name, mime, b64]) => {
-            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
-            const dt = new DataTransfer();
-            dt.items.add(new File([bytes], name, { type: mime }));
-            return dt;
-        }""",
-        [name, mime, base64.b64encode(data).decode()],
-    )
-    page.dispatch_event("#graph-canvas", "dragover", {"dataTransfer": transfer})
-    page.dispatch_event("#graph-canvas", "drop", {"dataTransfer": transfer})
-
-
 def _widths(page) -> list:
     return page.evaluate(
         """window.fluxloom.graph._nodes.filter(n => n.type === 'EmptyLatent16ch')
@@ -62,7 +46,7 @@ def _widths(page) -> list:
 def test_dropping_a_workflow_json_opens_it(page):
     wf = _scene(page, 768)
     empty_graph(page)
-    _drop(page, "scene.json", "application/json", json.dumps(wf).encode())
+    drop_file(page, "scene.json", "application/json", json.dumps(wf).encode())
     page.wait_for_function("window.fluxloom.graph._nodes.length === 2")
     assert _widths(page) == [768]
     assert "scene.json" in page.text_content("#notice")
@@ -74,7 +58,7 @@ def test_dropping_a_png_opens_the_workflow_it_carries(page):
     empty_graph(page)
     buf = io.BytesIO()
     Image.new("RGB", (16, 16), (200, 30, 30)).save(buf, "PNG", pnginfo=png_metadata({"1": {}}, wf))
-    _drop(page, "made-by-fluxloom.png", "image/png", buf.getvalue())
+    drop_file(page, "made-by-fluxloom.png", "image/png", buf.getvalue())
     page.wait_for_function("window.fluxloom.graph._nodes.length === 2")
     assert _widths(page) == [640]
 
@@ -83,7 +67,7 @@ def test_dropping_a_png_without_a_workflow_says_so(page):
     _scene(page, 640)
     buf = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buf, "PNG")
-    _drop(page, "plain.png", "image/png", buf.getvalue())
+    drop_file(page, "plain.png", "image/png", buf.getvalue())
     page.wait_for_function("document.getElementById('notice').classList.contains('error')")
     assert "carries no workflow" in page.text_content("#notice")
     assert page.evaluate("window.fluxloom.graph._nodes.length") == 2  # the graph is untouched
@@ -135,3 +119,23 @@ def test_last_graph_is_kept_across_reloads(page):
     page.reload()
     page.wait_for_function("document.body.dataset.ready === 'true'")
     assert _widths(page) == [1280]
+
+
+def test_a_missing_input_image_is_marked_with_the_choices_offered(page):
+    _scene(page, 512)
+    wf = evaluate(
+        page,
+        """
+        const n = window.fluxloom.LiteGraph.createNode("LoadImage");
+        n.pos = [60, 300];
+        window.fluxloom.graph.add(n);
+        const wf = JSON.parse(JSON.stringify(window.fluxloom.app.serialize()));
+        wf.nodes.find(x => x.type === "LoadImage").widgets_values = ["not-here.png"];
+        return wf;
+        """,
+    )
+    page.evaluate("(wf) => window.fluxloom.app.loadWorkflow(wf, 'test')", wf)
+    note = page.evaluate("window.fluxloom.graph._nodes.find(n => n.type === 'LoadImage').flux.note")
+    assert note["badge"] == "missing"
+    assert "not-here.png" in note["text"] and "choose" in note["text"]
+    assert "not-here.png" in page.text_content("#notice")
