@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 import traceback
 from collections import OrderedDict
@@ -320,12 +321,9 @@ class Executor:
 def _is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, MemoryError):
         return True
-    try:
-        import torch
-
-        return isinstance(exc, torch.OutOfMemoryError)
-    except ImportError:
-        return False
+    # Only a node that used torch can have run out of its memory: no need to import it here.
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(exc, torch.OutOfMemoryError)
 
 
 def _describe(value: Any) -> str:
