@@ -246,6 +246,8 @@ def _load_transformer(
     kwargs: dict[str, Any] = {"dtype": dtype}
     if config is not None:
         kwargs["quantization_config"] = config
+        if quantization in q.BNB_CHOICES:  # diffusers places bitsandbytes weights itself
+            kwargs["device_map"] = {"": _device_map_target(device)}
     try:
         module = FluxTransformer2DModel.from_pretrained(path, subfolder=part.subfolder, **kwargs)
     except q.QuantizationError:
