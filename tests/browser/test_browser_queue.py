@@ -26,9 +26,19 @@ def _set(page, node_id: int, name: str, value) -> None:
 
 
 def _queue_and_capture(page) -> dict:
+    """Click Queue; return the POST /prompt body once the run has succeeded."""
+    page.evaluate(
+        """() => {
+            window.__done = 0;
+            if (!window.__counting) {
+                window.__counting = true;
+                window.fluxloom.app.api.addEventListener("execution_success", () => window.__done++);
+            }
+        }"""
+    )
     with page.expect_request(lambda r: r.url.endswith("/prompt") and r.method == "POST") as req:
         page.click("#queue-button")
-    page.wait_for_function("document.getElementById('notice').textContent === 'done'", timeout=120_000)
+    page.wait_for_function("window.__done > 0", timeout=120_000)
     return json.loads(req.value.post_data)
 
 

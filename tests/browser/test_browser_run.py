@@ -69,6 +69,10 @@ def test_default_workflow_opens_on_the_demo_model_and_runs(page, server):
     assert "noise" in page.text_content("#status-line")
     assert "noise" in page.text_content("#notice")
     assert page.get_attribute("#queue-size", "data-size") == "0"
+    # The graph is wide: a wide window and the Fit button make a readable screenshot.
+    page.set_viewport_size({"width": 1920, "height": 640})
+    page.wait_for_function("window.fluxloom.canvas.canvas.width === 1920 * devicePixelRatio")
+    page.click("#fit-button")
     page.evaluate("window.fluxloom.canvas.draw(true, true)")
     page.screenshot(path=str(SCREENSHOTS / "default-workflow.png"))
 

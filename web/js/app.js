@@ -288,6 +288,10 @@ export class App {
       }
     });
     $("add-node-button").addEventListener("click", (e) => this.canvas.showSearchBox(e));
+    $("fit-button").addEventListener("click", () => {
+      this.placeView(null, true);
+      this.canvas.setDirty(true, true);
+    });
     $("error-close").addEventListener("click", () => ($("error-panel").hidden = true));
     $("lightbox").addEventListener("click", () => ($("lightbox").hidden = true));
   }

@@ -34,7 +34,10 @@ export class Execution {
     on("executed", (d) => this.onExecuted(d));
     on("execution_error", (d) => this.onError(d));
     on("execution_interrupted", (d) => this.onInterrupted(d));
-    on("execution_success", () => this.app.notice("done"));
+    on("execution_success", () => {
+      const seconds = this.startedAt ? ((performance.now() - this.startedAt) / 1000).toFixed(1) : null;
+      this.app.notice(seconds ? `done in ${seconds} s` : "done");
+    });
     on("execution_warning", (d) => d.message && this.app.notice(d.message));
     api.addEventListener("disconnected", () => this.app.notice("lost the server; reconnecting…", { error: true }));
     api.addEventListener("connected", () => this.app.status?.refresh());
@@ -51,6 +54,7 @@ export class Execution {
 
   onStart(d) {
     this.promptId = d.prompt_id;
+    this.startedAt = performance.now();
     clearRunMarks(this.app.graph);
     this.app.status.setRunning(true);
     this.app.notice("running…");

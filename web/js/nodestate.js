@@ -97,11 +97,12 @@ function outline(node, ctx, color, width = 3) {
   ctx.restore();
 }
 
-function badge(node, ctx, text, color) {
+/** Draw a badge in the title bar, right-aligned at `right`; returns where the next one ends. */
+function badge(node, ctx, text, color, right = node.size[0] - 6) {
   ctx.save();
   ctx.font = "bold 11px sans-serif";
   const w = ctx.measureText(text).width + 12;
-  const x = node.size[0] - w - 6;
+  const x = right - w;
   const y = -LiteGraph.NODE_TITLE_HEIGHT + 7;
   ctx.fillStyle = color;
   ctx.beginPath();
@@ -110,6 +111,7 @@ function badge(node, ctx, text, color) {
   ctx.fillStyle = "#111";
   ctx.fillText(text, x + 6, y + 12);
   ctx.restore();
+  return x - 4;
 }
 
 function markInput(node, ctx, name) {
@@ -153,9 +155,10 @@ export function drawNodeState(node, ctx) {
       ctx.fillRect(0, -3, node.size[0] * frac, 3);
     }
   }
-  if (s.cached) badge(node, ctx, "cached", "#9e9e9e");
+  let right = node.size[0] - 6;
+  if (s.cached) right = badge(node, ctx, "cached", "#9e9e9e", right);
   if (s.note) {
-    badge(node, ctx, s.note.badge, WARN);
+    badge(node, ctx, s.note.badge, WARN, right);
     footer(node, ctx, s.note.text, WARN);
   }
   if (s.error) {
