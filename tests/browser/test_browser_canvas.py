@@ -142,3 +142,35 @@ def test_multiline_prompt_is_edited_in_a_textarea(page):
     area.fill("a lighthouse at dusk\nwith fog")
     page.locator(".graphdialog button").click()
     assert widget_value(page, encode, "prompt") == "a lighthouse at dusk\nwith fog"
+
+
+def test_an_int_output_drives_a_widget_through_its_socket(page):
+    empty_graph(page)
+    first = _add_node(page, "IntegerMath", 40, 80)
+    second = _add_node(page, "IntegerMath", 420, 80)
+    show = _add_node(page, "ShowValue", 800, 80)
+    text = _add_node(page, "Text", 40, 320)
+    evaluate(
+        page,
+        """
+        const g = window.fluxloom.graph;
+        const set = (id, name, v) => (g.getNodeById(id).widgets.find(w => w.name === name).value = v);
+        set(arg.first, "a", 3); set(arg.first, "b", 4); set(arg.first, "operation", "multiply");
+        set(arg.second, "b", 1);
+        """,
+        {"first": first, "second": second},
+    )
+    page.evaluate("window.fluxloom.canvas.draw(true, true)")
+
+    # STRING → an INT widget: refused.
+    drag(page, slot_point(page, text, "text", False), slot_point(page, second, "a", True))
+    assert input_link(page, second, "a") is None
+    # INT → the INT widget "a": connected; the widget now shows as disabled (fed by the link).
+    drag(page, slot_point(page, first, "result", False), slot_point(page, second, "a", True))
+    assert input_link(page, second, "a") == {"origin": first, "origin_slot": 0, "type": "INT"}
+    drag(page, slot_point(page, second, "result", False), slot_point(page, show, "value", True))
+    assert input_link(page, show, "value") is not None
+
+    page.click("#queue-button")
+    page.wait_for_function("(id) => window.fluxloom.graph.getNodeById(id).flux?.text?.length > 0", arg=show)
+    assert evaluate(page, "return window.fluxloom.graph.getNodeById(arg).flux.text;", show) == ["13"]

@@ -20,6 +20,20 @@ function orderedInputs(info) {
   return out;
 }
 
+// Widget kinds that a link may feed instead of the widget (as in ComfyUI): an INT output can
+// drive a seed, a STRING output a prompt. litegraph draws such a socket on the widget's left edge
+// while a link is dragged, and disables the widget while it is connected.
+const LINKABLE = new Set(["INT", "FLOAT", "STRING", "BOOLEAN"]);
+
+function addWidgetSockets(node) {
+  for (const widget of node.widgets || []) {
+    const kind = widget.fluxSpec?.kind;
+    if (!LINKABLE.has(kind)) continue;
+    if (node.inputs?.some((slot) => slot.widget?.name === widget.name || slot.name === widget.name)) continue;
+    node.addInput(widget.name, kind, { widget: { name: widget.name } });
+  }
+}
+
 function defineNodeClass(name, info) {
   const inputs = orderedInputs(info);
 
@@ -40,6 +54,7 @@ function defineNodeClass(name, info) {
           if (spec[1]?.tooltip) slot.tooltip = spec[1].tooltip;
         }
       }
+      addWidgetSockets(this);
       // Buttons go last: litegraph indexes widgets_values by widget position.
       for (const w of this.widgets || []) {
         if (w.fluxSpec?.options?.image_upload) addUploadButton(this, w, (file) => services.upload(file));
@@ -52,6 +67,12 @@ function defineNodeClass(name, info) {
       // litegraph sets its own onMouseDown (title buttons) on each instance; chain ours first.
       const base = this.onMouseDown;
       this.onMouseDown = (e, pos, canvas) => nodeMouseDown(this, e, pos) || Boolean(base?.(e, pos, canvas));
+    }
+
+    onConfigure() {
+      // Workflows saved elsewhere (or before widget sockets) lack them: add them after the saved
+      // inputs, so the saved links' slot numbers stay valid.
+      addWidgetSockets(this);
     }
 
     onDrawForeground(ctx) {
