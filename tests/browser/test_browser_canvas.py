@@ -15,6 +15,7 @@ from tests.browser.canvas import (
     evaluate,
     input_link,
     link_count,
+    node_point,
     nodes_of_type,
     slot_point,
     widget_point,
@@ -174,3 +175,34 @@ def test_an_int_output_drives_a_widget_through_its_socket(page):
     page.click("#queue-button")
     page.wait_for_function("(id) => window.fluxloom.graph.getNodeById(id).flux?.text?.length > 0", arg=show)
     assert evaluate(page, "return window.fluxloom.graph.getNodeById(arg).flux.text;", show) == ["13"]
+
+
+def test_bypass_from_the_node_menu_passes_the_input_through(page):
+    empty_graph(page)
+    first = _add_node(page, "IntegerMath", 40, 80)
+    second = _add_node(page, "IntegerMath", 420, 80)
+    show = _add_node(page, "ShowValue", 800, 80)
+    evaluate(
+        page,
+        """
+        const g = window.fluxloom.graph;
+        const set = (id, name, v) => (g.getNodeById(id).widgets.find(w => w.name === name).value = v);
+        set(arg.first, "a", 20); set(arg.first, "b", 1);
+        set(arg.second, "b", 1000);
+        const a = g.getNodeById(arg.first), b = g.getNodeById(arg.second), s = g.getNodeById(arg.show);
+        a.connect(0, b, b.findInputSlot("a"));
+        b.connect(0, s, 0);
+        """,
+        {"first": first, "second": second, "show": show},
+    )
+    page.evaluate("window.fluxloom.canvas.draw(true, true)")
+    page.mouse.click(*node_point(page, second, 0.5, -0.05), button="right")  # on the title
+    page.locator(".litecontextmenu .litemenu-entry", has_text="Mode").first.click()
+    page.locator(".litecontextmenu .litemenu-entry", has_text="Bypass").last.click()
+    assert evaluate(page, "return window.fluxloom.graph.getNodeById(arg).mode;", second) == 4
+
+    with page.expect_request(lambda r: r.url.endswith("/prompt") and r.method == "POST") as req:
+        page.click("#queue-button")
+    assert str(second) not in req.value.post_data_json["prompt"]
+    page.wait_for_function("(id) => window.fluxloom.graph.getNodeById(id).flux?.text?.length > 0", arg=show)
+    assert evaluate(page, "return window.fluxloom.graph.getNodeById(arg).flux.text;", show) == ["21"]

@@ -30,6 +30,9 @@ function configureLiteGraph() {
   LiteGraph.alt_drag_do_clone_nodes = true;
   LiteGraph.snaps_for_comfy = true;
   LiteGraph.catch_exceptions = true;
+  // Node menu → Mode: the modes the server understands, at their litegraph numbers (0 always,
+  // 2 never = muted, 4 bypass, as ComfyUI); event modes 1 and 3 mean nothing here.
+  LiteGraph.NODE_MODES = ["Always", null, "Mute", null, "Bypass"];
 }
 
 export class App {
@@ -61,6 +64,9 @@ export class App {
       { content: "Add Node", has_submenu: true, callback: LGraphCanvas.onMenuAdd },
       { content: "Add Group", callback: LGraphCanvas.onGroupAdd },
     ];
+    const nodeMenu = this.canvas.getNodeMenuOptions.bind(this.canvas);
+    this.canvas.getNodeMenuOptions = (node) =>
+      nodeMenu(node).filter((option) => !String(option?.content ?? "").includes("Subgraph"));
     this.fitCanvas();
     window.addEventListener("resize", () => this.fitCanvas());
 

@@ -7,6 +7,8 @@ const RUNNING = "#4caf50";
 const ERROR = "#ff4d4d";
 const WARN = "#ffb74d";
 const IMAGE_MIN_HEIGHT = 220;
+const MODE_MUTED = 2;
+const MODE_BYPASS = 4;
 
 export function stateOf(node) {
   node.flux ??= { running: false, progress: null, cached: false, error: null, note: null, images: [], text: [] };
@@ -156,6 +158,14 @@ export function drawNodeState(node, ctx) {
     }
   }
   let right = node.size[0] - 6;
+  if (node.mode === MODE_BYPASS || node.mode === MODE_MUTED) {
+    const bypass = node.mode === MODE_BYPASS;
+    ctx.save();
+    ctx.fillStyle = bypass ? "#a020f040" : "#00000080";
+    ctx.fillRect(0, -LiteGraph.NODE_TITLE_HEIGHT, node.size[0], node.size[1] + LiteGraph.NODE_TITLE_HEIGHT);
+    ctx.restore();
+    right = badge(node, ctx, bypass ? "bypassed" : "muted", bypass ? "#c080ff" : "#9e9e9e", right);
+  }
   if (s.cached) right = badge(node, ctx, "cached", "#9e9e9e", right);
   if (s.note) {
     badge(node, ctx, s.note.badge, WARN, right);

@@ -75,6 +75,14 @@ function defineNodeClass(name, info) {
       addWidgetSockets(this);
     }
 
+    /** litegraph refuses mode 4; the server runs 0 (always), 2 (muted) and 4 (bypassed). */
+    changeMode(mode) {
+      if (![0, 2, 4].includes(mode)) return false;
+      this.mode = mode;
+      this.setDirtyCanvas(true, true);
+      return true;
+    }
+
     onDrawForeground(ctx) {
       drawNodeState(this, ctx);
     }
