@@ -73,7 +73,7 @@ def test_interrupt_button_stops_the_sampler(page):
     page.wait_for_function(
         "(id) => window.__events.some(e => e.type === 'progress' && e.data.node === String(id))",
         arg=sampler,
-        timeout=120_000,
+        timeout=240_000,
     )
     page.click("#interrupt-button")
     page.wait_for_function("window.__events.some(e => e.type === 'execution_interrupted')", timeout=60_000)

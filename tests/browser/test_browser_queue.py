@@ -38,7 +38,7 @@ def _queue_and_capture(page) -> dict:
     )
     with page.expect_request(lambda r: r.url.endswith("/prompt") and r.method == "POST") as req:
         page.click("#queue-button")
-    page.wait_for_function("window.__done > 0", timeout=120_000)
+    page.wait_for_function("window.__done > 0", timeout=240_000)
     return json.loads(req.value.post_data)
 
 

@@ -34,7 +34,7 @@ for (const t of ["execution_start", "execution_cached", "executing", "progress",
 """
 
 
-def _wait_for_image(page, save_id: int, timeout: float = 120_000) -> str:
+def _wait_for_image(page, save_id: int, timeout: float = 240_000) -> str:
     page.wait_for_function(
         """(id) => {
             const s = window.fluxloom.graph.getNodeById(id)?.flux;
@@ -140,7 +140,7 @@ def test_unchanged_nodes_are_marked_cached_on_the_next_run(page):
     assert widget_value(page, sampler, "control_after_generate") == "fixed"
     for _ in range(2):
         page.click("#queue-button")
-        page.wait_for_function("window.__events.some(e => e.type === 'execution_success')", timeout=120_000)
+        page.wait_for_function("window.__events.some(e => e.type === 'execution_success')", timeout=240_000)
         page.evaluate("window.__events = window.__events.filter(e => e.type !== 'execution_success')")
     cached = page.evaluate("window.__events.filter(e => e.type === 'execution_cached').at(-1).data.nodes")
     assert str(encode) in cached

@@ -55,12 +55,14 @@ def test_dropping_a_workflow_json_opens_it(page):
 
 def test_dropping_a_png_opens_the_workflow_it_carries(page):
     wf = _scene(page, 640)
+    wf["nodes"][0]["title"] = "Größe ☕ 東京"  # not latin-1: PIL writes an iTXt chunk
     empty_graph(page)
     buf = io.BytesIO()
     Image.new("RGB", (16, 16), (200, 30, 30)).save(buf, "PNG", pnginfo=png_metadata({"1": {}}, wf))
     drop_file(page, "made-by-fluxloom.png", "image/png", buf.getvalue())
     page.wait_for_function("window.fluxloom.graph._nodes.length === 2")
     assert _widths(page) == [640]
+    assert page.evaluate("window.fluxloom.graph._nodes[0].title") == "Größe ☕ 東京"
 
 
 def test_dropping_a_png_without_a_workflow_says_so(page):
