@@ -131,6 +131,12 @@ def test_widgets_are_edited_in_place(page):
     dialog.fill("999999")
     dialog.press("Enter")
     assert value("width") == spec["max"]
+    # ... and rounded to the declared step (width is a multiple of 16 above its minimum).
+    page.mouse.click(*widget_point(page, latent, "width"))
+    dialog.wait_for()
+    dialog.fill("500")
+    dialog.press("Enter")
+    assert value("width") == 496
 
 
 def test_multiline_prompt_is_edited_in_a_textarea(page):

@@ -45,6 +45,7 @@ export class App {
     this.execution = null;
     this.notes = [];
     this.workflowList = [];
+    this.currentName = "workflow"; // offered as the file name when saving
   }
 
   async start() {
@@ -128,6 +129,7 @@ export class App {
       (t) => !LiteGraph.registered_node_types[t],
     );
     this.graph.configure(structuredClone(workflow));
+    if (source !== "last graph") this.currentName = String(source).replace(/\.(json|png)$/i, "");
     clearRunMarks(this.graph);
     this.placeView(workflow.extra?.ds, fit);
     const stats = this.status.stats || (await this.status.refresh());
@@ -263,7 +265,7 @@ export class App {
       }
     });
     $("save-button").addEventListener("click", () => {
-      const name = prompt("Save workflow as", this.graph.extra?.fluxloomName || "workflow");
+      const name = prompt("Save workflow as", this.currentName || "workflow");
       if (name) downloadJson(this.serialize(), name.endsWith(".json") ? name : `${name}.json`);
     });
     $("load-button").addEventListener("click", () => $("file-input").click());

@@ -22,21 +22,29 @@ export function isWidgetSpec(spec) {
 function numberWidget(node, name, kind, opts) {
   const isInt = kind === "INT";
   const step = opts.step ?? (isInt ? 1 : 0.01);
-  const precision = isInt ? 0 : (opts.round !== undefined ? decimals(opts.round) : decimals(step));
+  const precision = isInt ? 0 : opts.round !== undefined ? decimals(opts.round) : decimals(step);
+  // Whole numbers beyond 2^53 (a seed's 2^64-1 maximum) do not survive a JS number; stay below.
+  const min = isInt ? Math.max(opts.min ?? -Infinity, -Number.MAX_SAFE_INTEGER) : opts.min;
+  const max = isInt ? Math.min(opts.max ?? Infinity, Number.MAX_SAFE_INTEGER) : opts.max;
   const widget = node.addWidget("number", name, opts.default ?? 0, () => {}, {
-    min: opts.min,
-    max: opts.max,
+    min,
+    max,
     step2: step,
     precision,
   });
   // litegraph neither rounds typed values to whole numbers nor to the step; the server would
-  // refuse 7.5 for an INT, so keep the value valid here.
+  // refuse 7.5 for an INT (and a width must be a multiple of 16), so keep the value valid here.
   widget.callback = (value) => {
     let v = Number(value);
-    if (isInt) v = Math.round(v);
-    else if (precision > 0) v = Number(v.toFixed(precision));
-    if (opts.min !== undefined) v = Math.max(opts.min, v);
-    if (opts.max !== undefined) v = Math.min(opts.max, v);
+    if (!Number.isFinite(v)) v = opts.default ?? 0;
+    if (isInt) {
+      const base = Number.isFinite(min) ? min : 0;
+      v = step > 1 ? base + Math.round((v - base) / step) * step : Math.round(v);
+    } else if (precision > 0) {
+      v = Number(v.toFixed(precision));
+    }
+    if (min !== undefined) v = Math.max(min, v);
+    if (max !== undefined) v = Math.min(max, v);
     widget.value = v;
   };
   return widget;
