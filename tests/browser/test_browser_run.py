@@ -171,3 +171,17 @@ def test_validation_errors_are_shown_on_the_node_and_input(page, console):
     assert f"#{decode}" in page.text_content("#error-body")
     page.click("#error-close")
     page.screenshot(path=str(SCREENSHOTS / "validation-error.png"))
+
+
+def test_status_line_names_the_model_moves_between_phases(page):
+    """The phase change as the status line reports it from two `/system_stats` snapshots."""
+    changes = page.evaluate(
+        """async () => {
+            const { modelChanges } = await import("/js/status.js");
+            const m = (kind, location) => ({ name: `demo/${kind}`, kind, location, bytes: 1 });
+            const phase1 = [m("CLIP", "device"), m("T5", "device")];
+            const phase2 = [m("FLUX_MODEL", "device"), m("VAE", "device"), m("CLIP", "cpu")];
+            return modelChanges(phase1, phase2);
+        }"""
+    )
+    assert changes == ["CLIP offloaded", "T5 released", "FLUX_MODEL loaded", "VAE loaded"]

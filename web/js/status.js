@@ -46,6 +46,23 @@ export function renderStatus(stats) {
   return parts.join(" · ");
 }
 
+/** What changed between two `loaded` lists: ["T5 released", "FLUX_MODEL loaded", ...]. */
+export function modelChanges(before, after) {
+  const key = (m) => `${m.kind}:${m.name}`;
+  const was = new Map((before || []).filter((m) => m.location !== "none").map((m) => [key(m), m]));
+  const now = new Map((after || []).filter((m) => m.location !== "none").map((m) => [key(m), m]));
+  const changes = [];
+  for (const [k, m] of was) {
+    const n = now.get(k);
+    if (!n) changes.push(`${m.kind} released`);
+    else if (n.location !== m.location) changes.push(`${m.kind} ${n.location === "device" ? "back on device" : "offloaded"}`);
+  }
+  for (const [k, m] of now) if (!was.has(k)) changes.push(`${m.kind} loaded`);
+  return changes;
+}
+
+const HISTORY = 6;
+
 export class StatusLine {
   constructor(api, element) {
     this.api = api;
@@ -53,12 +70,19 @@ export class StatusLine {
     this.timer = null;
     this.stats = null;
     this.fast = false;
+    this.history = []; // the last model moves seen, oldest first
   }
 
   async refresh() {
     try {
+      const previous = this.stats?.fluxloom?.loaded;
       this.stats = await this.api.systemStats();
-      this.element.innerHTML = renderStatus(this.stats);
+      if (previous) {
+        this.history.push(...modelChanges(previous, this.stats?.fluxloom?.loaded));
+        this.history = this.history.slice(-HISTORY);
+      }
+      const recent = this.history.length ? ` · recent: ${escapeHtml(this.history.join(" → "))}` : "";
+      this.element.innerHTML = renderStatus(this.stats) + recent;
       this.element.dataset.loaded = String(this.stats?.fluxloom?.loaded?.length ?? 0);
     } catch (err) {
       this.element.textContent = `server unreachable (${err.message})`;
