@@ -107,7 +107,10 @@ export class Execution {
 
   onError(d) {
     const node = this.node(d.node_id);
-    const where = `${d.node_title || d.node_type || "node"} (#${d.node_id}, ${d.node_type})`;
+    const where =
+      d.node_id === null || d.node_id === undefined
+        ? "the prompt"
+        : `${d.node_title || d.node_type || "node"} (#${d.node_id}, ${d.node_type})`;
     const message = d.exception_message || "unknown error";
     if (node) stateOf(node).error = { message, inputs: [] };
     const trace = Array.isArray(d.traceback) ? d.traceback.join("") : d.traceback || "";

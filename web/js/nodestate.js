@@ -30,7 +30,9 @@ export function clearRunMarks(graph) {
 function widgetsBottom(node) {
   let bottom = 0;
   for (const w of node.widgets || []) bottom = Math.max(bottom, (w.y ?? 0) + (w.computedHeight ?? 24));
-  const slots = Math.max(node.inputs?.length || 0, node.outputs?.length || 0);
+  // Widget sockets sit on their widgets; only plain sockets take rows of their own.
+  const sockets = (node.inputs || []).filter((slot) => !slot.widget).length;
+  const slots = Math.max(sockets, node.outputs?.length || 0);
   return Math.max(bottom, slots * LiteGraph.NODE_SLOT_HEIGHT + 6);
 }
 
