@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from tests.browser.canvas import empty_graph, evaluate, nodes_of_type, widget_point, widget_value
+from tests.browser.conftest import SCREENSHOTS
 
 pytestmark = pytest.mark.browser
 
@@ -75,6 +76,13 @@ def test_interrupt_button_stops_the_sampler(page):
         arg=sampler,
         timeout=240_000,
     )
+    # Mid-run: the sampler is outlined with its progress bar (the README's "running" picture).
+    page.set_viewport_size({"width": 1920, "height": 640})
+    page.wait_for_function("window.fluxloom.canvas.canvas.width === 1920 * devicePixelRatio")
+    page.click("#fit-button")
+    assert evaluate(page, "return window.fluxloom.graph.getNodeById(arg).flux.running;", sampler) is True
+    page.evaluate("window.fluxloom.canvas.draw(true, true)")
+    page.screenshot(path=str(SCREENSHOTS / "running.png"))
     page.click("#interrupt-button")
     page.wait_for_function("window.__events.some(e => e.type === 'execution_interrupted')", timeout=60_000)
     assert not page.evaluate("window.__events.some(e => e.type === 'execution_success')")

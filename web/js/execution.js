@@ -39,8 +39,15 @@ export class Execution {
       this.app.notice(seconds ? `done in ${seconds} s` : "done");
     });
     on("execution_warning", (d) => d.message && this.app.notice(d.message));
-    api.addEventListener("disconnected", () => this.app.notice("lost the server; reconnecting…", { error: true }));
-    api.addEventListener("connected", () => this.app.status?.refresh());
+    api.addEventListener("disconnected", () => {
+      this.lostServer = true;
+      this.app.notice("lost the server; reconnecting…", { error: true });
+    });
+    api.addEventListener("connected", () => {
+      if (this.lostServer) this.app.notice("reconnected to the server");
+      this.lostServer = false;
+      this.app.status?.refresh();
+    });
   }
 
   onStatus(d) {

@@ -151,15 +151,16 @@ export function drawNodeState(node, ctx) {
   const s = stateOf(node);
   drawImages(node, ctx);
   drawText(node, ctx);
+  let right = node.size[0] - 6;
   if (s.running) {
     outline(node, ctx, RUNNING);
     if (s.progress && s.progress.max > 0) {
       const frac = Math.min(1, s.progress.value / s.progress.max);
       ctx.fillStyle = RUNNING;
-      ctx.fillRect(0, -3, node.size[0] * frac, 3);
+      ctx.fillRect(0, -4, node.size[0] * frac, 6);
+      right = badge(node, ctx, `${s.progress.value}/${s.progress.max}`, RUNNING, right);
     }
   }
-  let right = node.size[0] - 6;
   if (node.mode === MODE_BYPASS || node.mode === MODE_MUTED) {
     const bypass = node.mode === MODE_BYPASS;
     ctx.save();
