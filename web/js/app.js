@@ -3,6 +3,7 @@
 import { createBounds, LGraph, LGraphCanvas, LiteGraph } from "@comfyorg/litegraph";
 import { Api, ApiError } from "./api.js";
 import { applyTypeColors } from "./colors.js";
+import { bindDrop, bindKeys, bindToolbar } from "./controls.js";
 import { workflowToPrompt } from "./convert.js";
 import { Execution } from "./execution.js";
 import { checkAvailableChoices, summarizeNotes } from "./models.js";
@@ -12,7 +13,6 @@ import { StatusLine } from "./status.js";
 import { applyControl } from "./widgets.js";
 import {
   DEFAULT_WORKFLOW,
-  downloadJson,
   lastGraph,
   readWorkflowFile,
   storeLastGraph,
@@ -74,9 +74,9 @@ export class App {
     this.status = new StatusLine(this.api, $("status-line"));
     this.execution = new Execution(this);
     this.execution.listen();
-    this.bindToolbar();
-    this.bindKeys();
-    this.bindDrop();
+    bindToolbar(this);
+    bindKeys(this);
+    bindDrop(this);
     document.addEventListener("fluxloom:open-image", (e) => this.openImage(e.detail.url));
     this.api.connect();
 
@@ -250,94 +250,6 @@ export class App {
       for (const w of node.widgets || []) if (w.fluxControl) applyControl(w);
     }
     this.graph.setDirtyCanvas(true, true);
-  }
-
-  // --- wiring ------------------------------------------------------------------------------
-
-  bindToolbar() {
-    $("queue-button").addEventListener("click", () => this.queue());
-    $("interrupt-button").addEventListener("click", async () => {
-      try {
-        await this.api.interrupt();
-        this.notice("interrupt requested");
-      } catch (err) {
-        this.notice(`interrupt failed: ${err.message}`, { error: true });
-      }
-    });
-    $("save-button").addEventListener("click", () => {
-      const name = prompt("Save workflow as", this.currentName || "workflow");
-      if (name) downloadJson(this.serialize(), name.endsWith(".json") ? name : `${name}.json`);
-    });
-    $("load-button").addEventListener("click", () => $("file-input").click());
-    $("file-input").addEventListener("change", async (e) => {
-      const file = e.target.files?.[0];
-      e.target.value = "";
-      if (file) await this.openFile(file);
-    });
-    $("workflow-menu").addEventListener("change", async (e) => {
-      const name = e.target.value;
-      e.target.value = "";
-      if (!name) return;
-      try {
-        await this.loadServerWorkflow(name);
-      } catch (err) {
-        this.notice(`could not open ${name}: ${err.message}`, { error: true });
-      }
-    });
-    $("save-server-button").addEventListener("click", async () => {
-      const name = prompt("Save on the server as", "my-workflow");
-      if (!name) return;
-      try {
-        await this.api.saveWorkflow(name, this.serialize());
-        this.notice(`saved on the server as ${name}`);
-        await this.refreshWorkflowMenu();
-      } catch (err) {
-        this.notice(`saving ${name} failed: ${err.message}`, { error: true });
-      }
-    });
-    $("add-node-button").addEventListener("click", (e) => this.canvas.showSearchBox(e));
-    $("fit-button").addEventListener("click", () => {
-      this.placeView(null, true);
-      this.canvas.setDirty(true, true);
-    });
-    $("error-close").addEventListener("click", () => ($("error-panel").hidden = true));
-    $("lightbox").addEventListener("click", () => ($("lightbox").hidden = true));
-  }
-
-  bindKeys() {
-    window.addEventListener(
-      "keydown",
-      (e) => {
-        if ((e.ctrlKey || e.metaKey) && e.key === "Enter") {
-          e.preventDefault();
-          e.stopPropagation();
-          this.queue();
-        } else if (e.key === "Escape") {
-          $("lightbox").hidden = true;
-        }
-      },
-      true,
-    );
-  }
-
-  bindDrop() {
-    const hint = $("drop-hint");
-    document.addEventListener("dragover", (e) => {
-      if (![...(e.dataTransfer?.types || [])].includes("Files")) return;
-      e.preventDefault();
-      hint.hidden = false;
-    });
-    document.addEventListener("dragleave", (e) => {
-      if (e.relatedTarget === null) hint.hidden = true;
-    });
-    document.addEventListener("drop", async (e) => {
-      hint.hidden = true;
-      const file = e.dataTransfer?.files?.[0];
-      if (!file) return;
-      e.preventDefault();
-      e.stopPropagation();
-      await this.openFile(file);
-    });
   }
 }
 
