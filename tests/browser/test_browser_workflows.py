@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from server.workflow_io import png_metadata
-from tests.browser.canvas import drop_file, empty_graph, evaluate, graph_state
+from tests.browser.canvas import drop_file, empty_graph, evaluate, graph_state, widget_point
 
 pytestmark = pytest.mark.browser
 
@@ -123,7 +123,11 @@ def test_last_graph_is_kept_across_reloads(page):
     assert _widths(page) == [1280]
 
 
-def test_a_missing_input_image_is_marked_with_the_choices_offered(page):
+def test_a_missing_input_image_is_marked_with_the_choices_offered(page, server):
+    # One image in the server's input folder, so there is a choice to offer.
+    Image.new("RGB", (8, 8), (0, 200, 0)).save(server.root / "data" / "input" / "pick-me.png")
+    page.reload()
+    page.wait_for_function("document.body.dataset.ready === 'true'")
     _scene(page, 512)
     wf = evaluate(
         page,
@@ -141,3 +145,12 @@ def test_a_missing_input_image_is_marked_with_the_choices_offered(page):
     assert note["badge"] == "missing"
     assert "not-here.png" in note["text"] and "choose" in note["text"]
     assert "not-here.png" in page.text_content("#notice")
+
+    # Picking an available image from the combo settles the mark.
+    node = page.evaluate("window.fluxloom.graph._nodes.find(n => n.type === 'LoadImage').id")
+    choices = page.evaluate("window.fluxloom.app.objectInfo.LoadImage.input.required.image[0]")
+    assert "pick-me.png" in choices and "pick-me.png" in note["text"]
+    page.evaluate("window.fluxloom.canvas.draw(true, true)")
+    page.mouse.click(*widget_point(page, node, "image"))
+    page.locator(".litecontextmenu .litemenu-entry").first.click()
+    assert page.evaluate("(id) => window.fluxloom.graph.getNodeById(id).flux.note", node) is None

@@ -25,10 +25,14 @@ export function checkAvailableChoices(graph, stats) {
       const onlyDemo = demo !== undefined && (demoOnly || values.every((v) => v === demo));
       if (onlyDemo) {
         widget.value = demo;
-        s.note = { badge: "demo model", text: `was ${missing} (not installed)`, demo: true, missing };
+        s.note = { badge: "demo model", text: `was ${missing} (not installed)`, demo: true, missing, widget: widget.name };
       } else {
         const choices = values.length ? values.join(", ") : "none found";
-        s.note = { badge: "missing", text: `${widget.name} "${missing}" is not available; choose: ${choices}` };
+        s.note = {
+          badge: "missing",
+          text: `${widget.name} "${missing}" is not available; choose: ${choices}`,
+          widget: widget.name,
+        };
       }
       notes.push({ node: node.title, ...s.note });
     }

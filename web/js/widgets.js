@@ -147,7 +147,10 @@ export function addWidgetForSpec(node, name, spec) {
     const values = kind.slice();
     const value = opts.default !== undefined && values.includes(opts.default) ? opts.default : values[0];
     // An empty list (no models found) still needs a widget, so the node can say what is missing.
-    widget = node.addWidget("combo", name, value ?? "", () => {}, { values });
+    // Picking an installed choice settles a "missing" mark on this widget.
+    widget = node.addWidget("combo", name, value ?? "", () => {
+      if (node.flux?.note?.widget === name && !node.flux.note.demo) node.flux.note = null;
+    }, { values });
   } else if (kind === "INT" || kind === "FLOAT") {
     widget = numberWidget(node, name, kind, opts);
   } else if (kind === "STRING") {
