@@ -113,3 +113,19 @@ def test_upload_button_puts_an_image_in_the_combo(page, tmp_path):
     # The button is not an input: the saved workflow holds only the image name.
     saved = page.evaluate("(id) => window.fluxloom.app.serialize().nodes.find(n => n.id === id)", node)
     assert saved["widgets_values"] == [widget_value(page, node, "image")]
+
+
+def test_refresh_lists_an_image_added_after_the_page_opened(page, server):
+    empty_graph(page)
+    node = evaluate(
+        page,
+        """
+        const n = window.fluxloom.LiteGraph.createNode("LoadImage"); n.pos = [100, 100];
+        window.fluxloom.graph.add(n); return n.id;
+        """,
+    )
+    Image.new("RGB", (8, 8), (250, 250, 0)).save(server.root / "data" / "input" / "added-later.png")
+    values = "(id) => window.fluxloom.graph.getNodeById(id).widgets[0].options.values"
+    assert "added-later.png" not in page.evaluate(values, node)
+    page.click("#refresh-button")
+    page.wait_for_function(f"(id) => ({values})(id).includes('added-later.png')", arg=node)

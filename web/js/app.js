@@ -234,6 +234,26 @@ export class App {
     }
   }
 
+  /** Re-read `/object_info` so combos list models and images added since the page opened. */
+  async refreshChoices() {
+    try {
+      this.objectInfo = await this.api.objectInfo();
+    } catch (err) {
+      this.notice(`could not refresh from the server: ${err.message}`, { error: true });
+      return;
+    }
+    for (const node of this.graph._nodes) {
+      const info = this.objectInfo[node.type];
+      for (const widget of node.widgets || []) {
+        if (widget.fluxSpec?.kind !== "COMBO") continue;
+        const spec = info?.input?.required?.[widget.name] ?? info?.input?.optional?.[widget.name];
+        if (Array.isArray(spec?.[0])) widget.options.values = spec[0].slice();
+      }
+    }
+    this.notes = checkAvailableChoices(this.graph, await this.status.refresh());
+    this.notice(this.notes.length ? summarizeNotes(this.notes) : "refreshed the lists of models and images");
+  }
+
   async upload(file) {
     try {
       const result = await this.api.uploadImage(file);

@@ -49,6 +49,7 @@ export function bindToolbar(app) {
     app.placeView(null, true);
     app.canvas.setDirty(true, true);
   });
+  $("refresh-button").addEventListener("click", () => app.refreshChoices());
   $("error-close").addEventListener("click", () => ($("error-panel").hidden = true));
   $("lightbox").addEventListener("click", () => ($("lightbox").hidden = true));
 }
