@@ -13,8 +13,12 @@ What works where (bitsandbytes 0.50, torchao 0.18, diffusers 0.42, transformers 
 
 from __future__ import annotations
 
+import json
 import logging
+import struct
 import warnings
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -104,49 +108,205 @@ def diffusers_config(choice: str, compute_dtype: torch.dtype, device: torch.devi
 
 
 def needs_manual_bnb(choice: str, device: torch.device) -> bool:
-    """True when a diffusers model must be quantized by `quantize_linears` (bitsandbytes, CPU)."""
+    """True when a diffusers model must be quantized by fluxloom (bitsandbytes, no CUDA)."""
     return choice in BNB_CHOICES and device.type != "cuda"
+
+
+def streams_on(choice: str, device: torch.device) -> bool:
+    """Whether fluxloom loads a diffusers model itself, quantizing each Linear as it is read:
+    bitsandbytes and torchao on the CPU. (Loading the whole model first, as diffusers does before
+    quantizing there, would touch every full-precision weight of the memory-mapped checkpoint, so
+    the peak would be the unquantized size plus the quantized one.)"""
+    return device.type != "cuda" and choice in (INT8_BNB, NF4_BNB, INT8_TORCHAO)
+
+
+def quantized_linear(
+    in_features: int,
+    out_features: int,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    choice: str,
+    compute_dtype: torch.dtype,
+    device: torch.device,
+) -> torch.nn.Module | None:
+    """A quantized replacement for one nn.Linear on `device`, or None when this layer cannot be
+    quantized with `choice` (nf4 needs in-features that are a multiple of 64 on the CPU)."""
+    if choice == NF4_BNB and in_features % 64 != 0:
+        return None
+    bias_param = None if bias is None else torch.nn.Parameter(bias.to(compute_dtype), requires_grad=False)
+    if choice == INT8_TORCHAO:
+        from torchao.quantization import quantize_
+
+        layer = torch.nn.Linear(in_features, out_features, bias=bias is not None, device="meta")
+        layer.weight = torch.nn.Parameter(weight.to(compute_dtype), requires_grad=False)
+        layer.bias = bias_param
+        layer = layer.to(device)
+        quantize_(layer, _torchao_int8())
+        return layer
+    import bitsandbytes as bnb
+
+    if choice == INT8_BNB:
+        layer = bnb.nn.Linear8bitLt(
+            in_features, out_features, bias=bias is not None, has_fp16_weights=False, device="meta"
+        )
+        layer.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
+    else:
+        layer = bnb.nn.Linear4bit(
+            in_features,
+            out_features,
+            bias=bias is not None,
+            compute_dtype=compute_dtype,
+            quant_type="nf4",
+            device="meta",
+        )
+        layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4")
+    layer.bias = bias_param
+    return layer.to(device)  # moving a bitsandbytes weight to a device is what quantizes it
 
 
 def quantize_linears(
     module: torch.nn.Module, choice: str, compute_dtype: torch.dtype, device: torch.device
 ) -> tuple[int, int]:
-    """Replace the module's nn.Linear layers with bitsandbytes layers on `device`, in place,
-    one layer at a time so that the peak stays about one layer above the quantized size.
-    Returns (layers quantized, layers kept as they were). nf4 skips layers whose in-features
-    are not a multiple of 64, which bitsandbytes cannot pack on the CPU."""
-    require_package("bitsandbytes", choice)
-    import bitsandbytes as bnb
-
+    """Replace a loaded module's nn.Linear layers with quantized ones, in place, one layer at a
+    time. Returns (layers quantized, layers kept as they were)."""
+    if choice in BNB_CHOICES:
+        require_package("bitsandbytes", choice)
     targets = [(name, m) for name, m in module.named_modules() if type(m) is torch.nn.Linear]
     done = kept = 0
     for name, linear in targets:
-        if choice == NF4_BNB and linear.in_features % 64 != 0:
+        bias = None if linear.bias is None else linear.bias.data
+        q = quantized_linear(
+            linear.in_features, linear.out_features, linear.weight.data, bias, choice, compute_dtype, device
+        )
+        if q is None:
             kept += 1
             continue
-        weight = linear.weight.data
-        bias = linear.bias
-        if choice == INT8_BNB:
-            q = bnb.nn.Linear8bitLt(
-                linear.in_features, linear.out_features, bias=bias is not None, has_fp16_weights=False
-            )
-            q.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
-        else:
-            q = bnb.nn.Linear4bit(
-                linear.in_features,
-                linear.out_features,
-                bias=bias is not None,
-                compute_dtype=compute_dtype,
-                quant_type="nf4",
-                device="meta",
-            )
-            q.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4")
-        if bias is not None:
-            q.bias = torch.nn.Parameter(bias.data.to(compute_dtype), requires_grad=False)
-        q = q.to(device)  # moving the weight to a device is what quantizes it
         _set_submodule(module, name, q)
         done += 1
     return done, kept
+
+
+def load_streaming(
+    model_cls: Any, folder: Path, choice: str, compute_dtype: torch.dtype, device: torch.device
+) -> tuple[torch.nn.Module, int, int]:
+    """Build `model_cls` from the config in `folder` without weights, then read its safetensors
+    one tensor at a time (plain reads, no memory map), quantizing each Linear weight as it comes.
+    The peak is the quantized model plus one full-precision layer. Returns (model, layers
+    quantized, layers kept in full precision)."""
+    from accelerate import init_empty_weights
+
+    if choice in BNB_CHOICES:
+        require_package("bitsandbytes", choice)
+    else:
+        require_package("torchao", choice)
+    with init_empty_weights():
+        model = model_cls.from_config(model_cls.load_config(folder))
+    linears = {name: m for name, m in model.named_modules() if type(m) is torch.nn.Linear}
+    later: dict[str, tuple[Path, str]] = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        for key, tensor in _read_safetensors(file, skip=lambda k: _linear_weight(k, linears)):
+            module_name, _, name = key.rpartition(".")
+            _assign(model, module_name, name, tensor, compute_dtype, device)
+        for key in _safetensors_keys(file):
+            if _linear_weight(key, linears):
+                later[key.rpartition(".")[0]] = (file, key)
+    done = kept = 0
+    for name, linear in linears.items():
+        if name not in later:
+            raise RuntimeError(f"{folder}: the checkpoint has no weight for layer {name!r}")
+        file, key = later[name]
+        weight = _read_one(file, key).to(compute_dtype)
+        bias = None if linear.bias is None else linear.bias.data
+        q = quantized_linear(
+            linear.in_features, linear.out_features, weight, bias, choice, compute_dtype, device
+        )
+        if q is None:
+            q = torch.nn.Linear(linear.in_features, linear.out_features, bias=bias is not None, device="meta")
+            q.weight = torch.nn.Parameter(weight.to(device), requires_grad=False)
+            q.bias = None if bias is None else torch.nn.Parameter(bias.to(device), requires_grad=False)
+            kept += 1
+        else:
+            done += 1
+        _set_submodule(model, name, q)
+        del weight
+    missing = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if missing:
+        raise RuntimeError(f"{folder}: the checkpoint has no values for {', '.join(missing[:5])}")
+    return model.eval(), done, kept
+
+
+def _linear_weight(key: str, linears: dict[str, torch.nn.Module]) -> bool:
+    module_name, _, name = key.rpartition(".")
+    return name == "weight" and module_name in linears
+
+
+def _assign(
+    model: torch.nn.Module, module_name: str, name: str, tensor: torch.Tensor, dtype: torch.dtype, device
+) -> None:
+    try:
+        module = model.get_submodule(module_name) if module_name else model
+    except AttributeError:
+        log.debug("checkpoint key %s.%s has no place in the model; skipped", module_name, name)
+        return
+    value = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
+    if name in module._parameters:
+        module._parameters[name] = torch.nn.Parameter(value, requires_grad=False)
+    elif name in module._buffers:
+        module._buffers[name] = value
+    else:
+        log.debug("checkpoint key %s.%s has no place in the model; skipped", module_name, name)
+
+
+_ST_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def _header(file: Path) -> tuple[dict[str, Any], int]:
+    with open(file, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+    header.pop("__metadata__", None)
+    return header, 8 + n
+
+
+def _safetensors_keys(file: Path) -> list[str]:
+    return list(_header(file)[0])
+
+
+def _tensor_at(fh, base: int, info: dict[str, Any]) -> torch.Tensor:
+    start, end = info["data_offsets"]
+    dtype = _ST_DTYPES[info["dtype"]]
+    if end == start:
+        return torch.empty(info["shape"], dtype=dtype)
+    buf = bytearray(end - start)
+    fh.seek(base + start)
+    fh.readinto(buf)
+    return torch.frombuffer(buf, dtype=dtype).reshape(info["shape"])
+
+
+def _read_safetensors(file: Path, skip) -> Iterator[tuple[str, torch.Tensor]]:
+    """(key, tensor) pairs read with plain file reads: nothing stays mapped into the process."""
+    header, base = _header(file)
+    with open(file, "rb") as fh:
+        for key, info in header.items():
+            if not skip(key):
+                yield key, _tensor_at(fh, base, info)
+
+
+def _read_one(file: Path, key: str) -> torch.Tensor:
+    header, base = _header(file)
+    with open(file, "rb") as fh:
+        return _tensor_at(fh, base, header[key])
 
 
 def _set_submodule(root: torch.nn.Module, dotted: str, new: torch.nn.Module) -> None:

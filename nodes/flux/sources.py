@@ -242,6 +242,23 @@ def _load_transformer(
 ) -> Loaded:
     from diffusers import FluxTransformer2DModel
 
+    if q.streams_on(quantization, device):
+        # diffusers' bitsandbytes quantizer refuses to run without a GPU, and its torchao path
+        # loads every full-precision weight first; bitsandbytes' and torchao's layers run on the
+        # CPU, so fluxloom reads the checkpoint itself and quantizes each Linear as it is read.
+        try:
+            module, done, kept = q.load_streaming(
+                FluxTransformer2DModel, path / part.subfolder, quantization, dtype, device
+            )
+        except q.QuantizationError:
+            raise
+        except Exception as exc:
+            raise _quantization_failure("transformer", quantization, device, exc) from exc
+        note = f"{quantization} on the CPU: {done} Linear layers quantized by fluxloom while loading"
+        if kept:
+            note += f", {kept} kept in {str(dtype).removeprefix('torch.')} (in-features not a multiple of 64)"
+        log.info("transformer: %s", note)
+        return Loaded(module, None, dtype, note)
     config = q.diffusers_config(quantization, dtype, device)
     kwargs: dict[str, Any] = {"dtype": dtype}
     if config is not None:
@@ -254,17 +271,9 @@ def _load_transformer(
         raise
     except Exception as exc:
         raise _quantization_failure("transformer", quantization, device, exc) from exc
-    note = ""
-    if q.needs_manual_bnb(quantization, device):
-        # diffusers' bitsandbytes quantizer refuses to run without a GPU; bitsandbytes' own
-        # layers run on the CPU, so quantize the loaded model's Linear layers directly.
-        done, kept = q.quantize_linears(module.to(device), quantization, dtype, device)
-        note = f"{quantization} on the CPU: {done} Linear layers quantized by fluxloom"
-        if kept:
-            note += f", {kept} kept in {str(dtype).removeprefix('torch.')} (in-features not a multiple of 64)"
-        log.info("transformer: %s", note)
-    elif quantization not in q.BNB_CHOICES:
+    if quantization not in q.BNB_CHOICES:
         module = module.to(device)  # bitsandbytes models are placed on the GPU by diffusers
+    note = ""
     return Loaded(module, None, dtype, note)
 
 

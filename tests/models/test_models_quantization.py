@@ -138,3 +138,36 @@ def test_cuda_uses_the_libraries_own_bitsandbytes_path():
     assert not q.needs_manual_bnb(q.INT8_BNB, cuda)
     t5 = q.transformers_config(q.INT8_BNB, torch.bfloat16)
     assert type(t5).__module__.startswith("transformers") and t5.load_in_8bit
+
+
+@pytest.mark.parametrize("choice", [q.INT8_BNB, q.NF4_BNB, q.INT8_TORCHAO])
+def test_streamed_cpu_transformer_equals_loading_then_quantizing(demo_path, choice):
+    """On the CPU fluxloom reads the transformer tensor by tensor and quantizes each Linear as it
+    comes (so the full-precision model is never in memory at once); the result is the same model
+    as loading it whole and quantizing afterwards (diffusers' TorchAoConfig for torchao)."""
+    from diffusers import FluxTransformer2DModel, TorchAoConfig
+
+    streamed, done, kept = q.load_streaming(
+        FluxTransformer2DModel, demo_path / "transformer", choice, torch.float32, CPU
+    )
+    assert done == 30 and kept == 0
+    if choice == q.INT8_TORCHAO:
+        config = TorchAoConfig(q._torchao_int8())
+        ref = FluxTransformer2DModel.from_pretrained(
+            demo_path, subfolder="transformer", dtype=torch.float32, quantization_config=config
+        )
+    else:
+        ref = FluxTransformer2DModel.from_pretrained(demo_path, subfolder="transformer", dtype=torch.float32)
+        q.quantize_linears(ref, choice, torch.float32, CPU)
+    ref.eval()
+
+    class Wrap:
+        def __init__(self, module):
+            self.module, self.dtype = module, torch.float32
+
+    assert torch.equal(run_transformer(Wrap(streamed)), run_transformer(Wrap(ref)))
+    for m in streamed.modules():  # no Linear keeps a full-precision weight
+        if isinstance(m, torch.nn.Linear):
+            w = m.weight
+            assert w.dtype in (torch.int8, torch.uint8) or type(w).__module__.startswith("torchao")
+    assert not any(t.is_meta for t in streamed.parameters())
