@@ -275,7 +275,9 @@ class ModelManager:
         if entry.loaded is None:
             estimate = self._estimate(entry.handle)
             with self._lock:
-                self._make_room(entry, estimate)
+                released = self._make_room(entry, estimate)
+            if released:
+                _trim_memory()  # let the released weights go before the new ones arrive
             loaded = self._loader(entry.handle, self.device)
             with self._lock:
                 entry.loaded = loaded
@@ -299,8 +301,10 @@ class ModelManager:
             log.debug("no size estimate for %s: %s", handle.name, exc)
             return 0
 
-    def _make_room(self, incoming: _Entry, size: int) -> None:
-        """Evict least-recently-used models not in use until `size` more bytes fit the budget."""
+    def _make_room(self, incoming: _Entry, size: int) -> bool:
+        """Evict least-recently-used models not in use until `size` more bytes fit the budget.
+        Returns whether any model was released (rather than offloaded)."""
+        released = False
         while self._bytes_at("device") + size > self.vram_budget:
             victims = [
                 e
@@ -316,13 +320,15 @@ class ModelManager:
                         _mib(size),
                         _mib(max(0, self.vram_budget - self._bytes_at("device"))),
                     )
-                return
+                return released
             victim = min(victims, key=lambda e: e.last_used)
             reason = f"making room for {incoming.handle.name}"
             if self._bytes_at("cpu") + victim.bytes <= self.ram_budget:
                 self._offload(victim, reason)
             else:
                 self._release(victim, reason + "; host RAM budget full")
+                released = True
+        return released
 
     def _move(self, entry: _Entry, device: torch.device) -> None:
         assert entry.loaded is not None
