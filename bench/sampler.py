@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from nodes.flux import math as fm  # noqa: E402
-from nodes.flux.demo import DEMO_MARKER, build_tiny_flux  # noqa: E402
+from nodes.flux.demo import DEMO_MARKER, PRESETS, build_tiny_flux  # noqa: E402
 from server.graph import validate_prompt  # noqa: E402
 from server.runtime import RuntimeConfig, create_runtime  # noqa: E402
 
@@ -39,12 +39,16 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def ensure_model(models_dir: Path) -> Path:
-    """The medium random pipeline, built on first use and reused afterwards."""
+    """The medium random pipeline, built on first use and reused while the preset's sizes are
+    unchanged (a stamp next to it records them)."""
     path = models_dir / "diffusers" / SOURCE
-    marker = path / DEMO_MARKER
-    if not (marker.is_file() and json.loads(marker.read_text()).get("preset") == "medium"):
+    stamp = models_dir / f"{SOURCE}.preset.json"
+    wanted = json.dumps({"preset": "medium", "sizes": repr(PRESETS["medium"])})
+    built = stamp.is_file() and stamp.read_text() == wanted and (path / DEMO_MARKER).is_file()
+    if not built:
         print(f"building the medium random FLUX model into {path} (once) ...", flush=True)
         build_tiny_flux(path, seed=0, preset="medium")
+        stamp.write_text(wanted)
     return path
 
 
