@@ -120,3 +120,32 @@ def test_saved_png_equals_pipeline_pil_image(flux_runtime, pipelines) -> None:
     assert {k: (v["class_type"], v["inputs"]) for k, v in stored.items()} == {
         k: (v["class_type"], v["inputs"]) for k, v in prompt.items()
     }
+
+
+def test_shipped_low_vram_workflow_equals_flux_pipeline(flux_runtime, pipelines) -> None:
+    """The default two-phase workflow from the canvas (UI format, ModelOffload releasing T5 and
+    CLIP before the transformer arrives), with quantization 'none', equals FluxPipeline."""
+    from server.workflow_io import load_workflow, to_api
+
+    prompt = to_api(load_workflow("flux-dev-lowvram-8bit"), flux_runtime.registry)
+    s = Settings(prompt="A cat holding a sign that says hello world", width=48, height=64, steps=4, seed=21)
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if "source" in inputs:
+            inputs["source"] = s.source
+        if "quantization" in inputs:
+            inputs["quantization"] = "none"
+        if node["class_type"] == "EncodePrompt":
+            inputs.update(prompt=s.prompt, max_sequence_length=s.max_sequence_length)
+        if node["class_type"] == "EmptyLatent16ch":
+            inputs.update(width=s.width, height=s.height)
+        if node["class_type"] == "FluxSampler":
+            inputs.update(seed=s.seed, steps=s.steps, guidance=s.guidance)
+    assert {n["class_type"] for n in prompt.values()} >= {"ModelOffload", "FluxSampler", "SaveImage"}
+    result = run(flux_runtime, prompt)
+    ((saver, ui),) = result.outputs.items()
+    (saved,) = ui["images"]
+    path = flux_runtime.env.output_dir / saved["subfolder"] / saved["filename"]
+    ref = pipelines(FluxPipeline, s.source, "fp32")(**pipeline_kwargs(s), output_type="pil").images[0]
+    with Image.open(path) as png:
+        assert np.array_equal(np.asarray(png), np.asarray(ref))
