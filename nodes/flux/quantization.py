@@ -64,24 +64,29 @@ def _torchao_int8():
     return Int8WeightOnlyConfig()
 
 
+def _library_config(library: str, choice: str, compute_dtype: torch.dtype) -> Any:
+    """The quantization_config for `choice` from `library` ("transformers" or "diffusers"):
+    both libraries have their own BitsAndBytesConfig / TorchAoConfig with the same arguments."""
+    import importlib
+
+    module = importlib.import_module(library)
+    if choice in BNB_CHOICES:
+        require_package("bitsandbytes", choice)
+        if choice == INT8_BNB:
+            return module.BitsAndBytesConfig(load_in_8bit=True)
+        return module.BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype
+        )
+    require_package("torchao", choice)
+    return module.TorchAoConfig(_torchao_int8())
+
+
 def transformers_config(choice: str, compute_dtype: torch.dtype) -> Any | None:
     """quantization_config for a transformers model (T5): works on CUDA and the CPU."""
     check_choice(choice)
     if choice == NONE:
         return None
-    if choice in BNB_CHOICES:
-        require_package("bitsandbytes", choice)
-        from transformers import BitsAndBytesConfig
-
-        if choice == INT8_BNB:
-            return BitsAndBytesConfig(load_in_8bit=True)
-        return BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype
-        )
-    require_package("torchao", choice)
-    from transformers import TorchAoConfig
-
-    return TorchAoConfig(_torchao_int8())
+    return _library_config("transformers", choice, compute_dtype)
 
 
 def diffusers_config(choice: str, compute_dtype: torch.dtype, device: torch.device) -> Any | None:
@@ -90,21 +95,9 @@ def diffusers_config(choice: str, compute_dtype: torch.dtype, device: torch.devi
     check_choice(choice)
     if choice == NONE:
         return None
-    if choice in BNB_CHOICES:
-        if device.type != "cuda":
-            return None  # loaded unquantized, then quantize_linears()
-        require_package("bitsandbytes", choice)
-        from diffusers import BitsAndBytesConfig
-
-        if choice == INT8_BNB:
-            return BitsAndBytesConfig(load_in_8bit=True)
-        return BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype
-        )
-    require_package("torchao", choice)
-    from diffusers import TorchAoConfig
-
-    return TorchAoConfig(_torchao_int8())
+    if choice in BNB_CHOICES and device.type != "cuda":
+        return None  # loaded unquantized, then quantize_linears()
+    return _library_config("diffusers", choice, compute_dtype)
 
 
 def needs_manual_bnb(choice: str, device: torch.device) -> bool:
