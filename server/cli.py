@@ -226,6 +226,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     bar: dict[str, Any] = {}
 
     def on_event(event: str, d: dict[str, Any]) -> None:
+        if event == "executing" and bar.get("pb") is not None:
+            bar.pop("pb").close()  # the node that reported progress is done
         if event == "executing" and d["node"] is not None:
             node = prompt[d["node"]]
             bar["title"] = node.get("_meta", {}).get("title", node["class_type"])
