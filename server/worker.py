@@ -86,6 +86,9 @@ class Worker:
             self.running = row
             try:
                 self._run(row)
+            except Exception as exc:  # e.g. a node's UI output that is not JSON: the queue goes on
+                log.exception("prompt %s could not be recorded", row.prompt_id)
+                self._record_failure(row, exc)
             finally:
                 self.running = None
                 self.queue_changed()
@@ -122,6 +125,20 @@ class Worker:
         self.store.finish(row.prompt_id, status, result.outputs, messages, result.error)
         for data in held or [{"node": None, "display_node": None, "prompt_id": row.prompt_id}]:
             self.notify("executing", data, row.client_id)
+
+    def _record_failure(self, row: PromptRow, exc: Exception) -> None:
+        """Finish a prompt whose result could not be stored, so it never stays `running`."""
+
+        def listener(event: str, data: dict[str, Any]) -> None:
+            self.notify(event, data, row.client_id)
+
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        result = self._failed(row, message, listener, traceback.format_exception(exc))
+        try:
+            messages = [[event, data] for event, data in result.messages]
+            self.store.finish(row.prompt_id, ERROR, {}, messages, result.error)
+        except Exception:
+            log.exception("prompt %s could not be marked as failed", row.prompt_id)
 
     @staticmethod
     def _failed(

@@ -53,3 +53,16 @@ def save_test_image(ctx: NodeContext, value: int, filename_prefix: str) -> NodeR
     name = f"{filename_prefix}_{value}_{ctx.prompt_id[:8]}.png"
     Image.new("L", (8, 8), value % 256).save(folder / name)
     return NodeResult(ui={"images": [{"filename": name, "subfolder": "tests", "type": "output"}]})
+
+
+@registry.node(
+    "UnstorableUI",
+    category="test",
+    description="An output node whose UI output is not JSON (a Path), as a buggy custom node might return.",
+    inputs=[Input("value", Int(default=1))],
+    output_node=True,
+)
+def unstorable_ui(ctx: NodeContext, value: int) -> NodeResult:
+    from pathlib import Path
+
+    return NodeResult(ui={"text": [Path(f"/nowhere/{value}")]})

@@ -207,3 +207,19 @@ def test_shutdown_requeues_running_prompt_but_keeps_a_user_interrupt(tmp_path):
         assert api.wait_job(requeued)["status"] == "interrupted"
     finally:
         srv.stop()
+
+
+def test_unstorable_node_output_fails_the_prompt_and_the_queue_goes_on(server, api):
+    cid = client_id()
+    ws = server.ws(cid)
+    ws.recv()
+    bad = api.queue({"1": {"class_type": "UnstorableUI", "inputs": {"value": 3}}}, client_id=cid)
+    msgs = ws.until(done(bad))
+    job = api.wait_job(bad)
+    assert job["status"] == "error"
+    assert "not JSON serializable" in job["error"]["exception_message"]
+    assert "execution_error" in [m["type"] for m in msgs]
+    # The worker survived: the next prompt runs.
+    good = api.queue(math_prompt(5))
+    assert api.wait_job(good)["outputs"] == {"2": {"text": ["6"]}}
+    assert api.get("/prompt").json() == {"exec_info": {"queue_remaining": 0}}
