@@ -141,6 +141,10 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, env: NodeEnv | None = N
         if not isinstance(node, dict) or "class_type" not in node:
             add(node_id, _err("invalid_node", f"Node {node_id} has no class_type"))
             continue
+        if type(node["class_type"]) is not str:
+            # A list or object here would not even be hashable as a registry key.
+            add(node_id, _err("invalid_node", f"Node {node_id}: class_type must be a string"))
+            continue
         d = registry.get(node["class_type"])
         if d is None:
             add(
@@ -181,7 +185,8 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, env: NodeEnv | None = N
                     continue
                 src_id, slot = value[0] if type(value[0]) is str else str(value[0]), value[1]
                 src = prompt.get(src_id) or prompt.get(value[0])
-                src_def = registry.get(src.get("class_type")) if isinstance(src, dict) else None
+                src_type = src.get("class_type") if isinstance(src, dict) else None
+                src_def = registry.get(src_type) if type(src_type) is str else None
                 if src is None:
                     add(
                         node_id,
@@ -273,7 +278,8 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, env: NodeEnv | None = N
         coerced[node_id] = {
             "class_type": d.class_type,
             "inputs": out_inputs,
-            "_meta": node.get("_meta", {"title": d.display_name}),
+            # The executor and the CLI read `_meta.title`; anything but an object would break them.
+            "_meta": meta if isinstance(meta := node.get("_meta"), dict) else {"title": d.display_name},
         }
 
     # Built in bulk: adding nodes and edges one by one costs more than the rest of validation.

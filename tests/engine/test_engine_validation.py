@@ -190,3 +190,29 @@ def test_coercions():
         "flag": True,
         "mode": "b",
     }
+
+
+def test_class_type_that_is_not_a_string_is_a_node_error():
+    # A list is unhashable: it must come back as a node error, not a TypeError from the registry.
+    payload = errors_of(
+        {
+            "1": {"class_type": ["Const"], "inputs": {}},
+            "2": {"class_type": {"x": 1}, "inputs": {}},
+            "9": {"class_type": "Record", "inputs": {"value": ["1", 0]}},
+        }
+    )
+    assert types(payload, "1") == ["invalid_node"]
+    assert types(payload, "2") == ["invalid_node"]
+    assert "class_type must be a string" in payload["node_errors"]["1"]["errors"][0]["message"]
+
+
+def test_meta_that_is_not_an_object_is_replaced_by_the_title():
+    vp = validate_prompt(
+        {
+            "1": {"class_type": "Const", "inputs": {"value": 1}, "_meta": None},
+            "9": {"class_type": "Record", "inputs": {"value": ["1", 0]}, "_meta": "x"},
+        },
+        registry,
+    )
+    assert vp.prompt["1"]["_meta"] == {"title": "Const"}
+    assert vp.prompt["9"]["_meta"] == {"title": "Record"}
