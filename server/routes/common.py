@@ -80,9 +80,23 @@ async def read_json(request: web.Request, default: Any = None) -> Any:
     if not body.strip():
         return default
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
         raise BadRequest("invalid_json", f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("invalid_json", "request body is not valid JSON: nested too deeply") from None
+
+
+def _no_constant(name: str) -> float:
+    # NaN/Infinity are not JSON; accepted, they would come back out as invalid JSON (or fail SQLite).
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text} is out of range")
+    return value
 
 
 async def read_object(request: web.Request) -> dict[str, Any]:

@@ -46,8 +46,10 @@ async def enqueue(st: AppState, prompt: Any, body: dict[str, Any], overrides: An
         client_id = str(client_id)
         extra_data["client_id"] = client_id
     number = body.get("number")
-    if number is not None and (isinstance(number, bool) or not isinstance(number, int | float)):
-        raise BadRequest("invalid_prompt", "number must be a number")
+    if number is not None:
+        if isinstance(number, bool) or not isinstance(number, int | float) or abs(number) >= 2**53:
+            raise BadRequest("invalid_prompt", "number must be a number below 2^53")
+        number = float(number)  # SQLite cannot bind integers past 2^63
     number = st.store.add(
         prompt_id, prompt, extra_data, vp.outputs, client_id, number=number, front=bool(body.get("front"))
     )
@@ -100,9 +102,10 @@ def _int_query(request: web.Request, name: str, default: int | None) -> int | No
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise BadRequest("invalid_request", f"{name} must be an integer, not {raw!r}") from None
+    return max(-(2**62), min(value, 2**62))  # SQLite takes 64-bit integers only
 
 
 async def get_history(request: web.Request) -> web.Response:

@@ -3,6 +3,7 @@ history paging and deletion, /free."""
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.request
 
@@ -154,6 +155,9 @@ def test_history_paging_and_deletion(server, api):
     assert list(api.get("/history?max_items=2&offset=1").json()) == ids[1:3]
     assert list(api.get("/api/history?max_items=10&offset=4").json()) == ids[4:]
     assert api.get("/history?max_items=x").status == 400
+    # Past SQLite's 64-bit integers: still an answer, not a 500.
+    assert list(api.get("/history?max_items=99999999999999999999999").json()) == ids
+    assert api.get("/history?max_items=1&offset=99999999999999999999999").json() == {}
     assert api.get("/history/unknown").json() == {}
     assert api.post("/history", {"delete": [ids[0], ids[1]]}).json() == {"deleted": 2}
     assert list(api.get("/history").json()) == ids[2:]
@@ -223,3 +227,26 @@ def test_unstorable_node_output_fails_the_prompt_and_the_queue_goes_on(server, a
     good = api.queue(math_prompt(5))
     assert api.wait_job(good)["outputs"] == {"2": {"text": ["6"]}}
     assert api.get("/prompt").json() == {"exec_info": {"queue_remaining": 0}}
+
+
+def test_malformed_bodies_are_400_not_500(api):
+    """Bodies Python's json module would take but that are not JSON (NaN, Infinity, 1e999), and
+    nesting deep enough to exhaust the parser, are the client's error, answered as such."""
+    prompt = json.dumps(math_prompt(1))
+    bodies = {
+        b"[" * 100_000 + b"]" * 100_000: "nested too deeply",
+        b'{"prompt": %s, "number": NaN}' % prompt.encode(): "NaN",
+        b'{"prompt": %s, "number": -Infinity}' % prompt.encode(): "-Infinity",
+        b'{"prompt": {"1": {"class_type": "ShowValue", "inputs": {"value": 1e999}}}}': "1e999",
+    }
+    for raw, named in bodies.items():
+        r = api.request("POST", "/prompt", raw=raw)
+        assert r.status == 400, r.body
+        assert r.json()["error"]["type"] == "invalid_json" and named in r.json()["error"]["message"]
+    r = api.post("/prompt", {"prompt": math_prompt(1), "number": 10**30})
+    assert r.status == 400 and r.json()["error"]["type"] == "invalid_prompt"
+    assert api.get("/queue").json() == {"queue_running": [], "queue_pending": []}
+    # A large but storable number still queues, and keeps its place in the order.
+    r = api.post("/prompt", {"prompt": math_prompt(1), "number": 2**40})
+    assert r.status == 200 and r.json()["number"] == 2**40
+    assert api.wait_job(r.json()["prompt_id"])["status"] == "success"
