@@ -264,11 +264,32 @@ _ST_DTYPES = {
 }
 
 
+class CheckpointError(RuntimeError):
+    """A weights file is not a complete safetensors file (an interrupted download, a wrong file)."""
+
+
 def _header(file: Path) -> tuple[dict[str, Any], int]:
+    """A safetensors file's header and where its data starts. A damaged file fails here, naming
+    it, rather than with a struct/JSON error (or a huge allocation, from a garbage length)."""
+    size = file.stat().st_size
     with open(file, "rb") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(n))
-    header.pop("__metadata__", None)
+        head = fh.read(8)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        raw = fh.read(n) if 0 < n <= size - 8 else b""
+    try:
+        header = json.loads(raw)
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        header.pop("__metadata__", None)
+        for info in header.values():
+            start, end = info["data_offsets"]
+            if not 0 <= start <= end or 8 + n + end > size:
+                raise ValueError("a tensor lies outside the file")
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(
+            f"{file} is not a complete safetensors file ({exc}); it may be an interrupted "
+            "download: download it again"
+        ) from exc
     return header, 8 + n
 
 
@@ -283,7 +304,8 @@ def _tensor_at(fh, base: int, info: dict[str, Any]) -> torch.Tensor:
         return torch.empty(info["shape"], dtype=dtype)
     buf = bytearray(end - start)
     fh.seek(base + start)
-    fh.readinto(buf)
+    if fh.readinto(buf) != len(buf):  # the file shrank since its header was read
+        raise CheckpointError(f"{fh.name} ends before its tensor data does; download it again")
     return torch.frombuffer(buf, dtype=dtype).reshape(info["shape"])
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import struct
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,14 +118,10 @@ def source_path(models_dir: Path | str, name: str) -> Path:
 
 
 def _headers(folder: Path) -> list[dict[str, Any]]:
-    out = []
-    for f in sorted(folder.glob("*.safetensors")):
-        with open(f, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(n))
-        header.pop("__metadata__", None)
-        out.append(header)
-    return out
+    try:
+        return [q._header(f)[0] for f in sorted(folder.glob("*.safetensors"))]
+    except q.CheckpointError as exc:
+        raise ModelSourceError(str(exc)) from exc
 
 
 def stored_dtype(folder: Path) -> torch.dtype:
@@ -252,6 +247,8 @@ def _load_transformer(
             )
         except q.QuantizationError:
             raise
+        except q.CheckpointError as exc:
+            raise ModelSourceError(str(exc)) from exc
         except Exception as exc:
             raise _quantization_failure("transformer", quantization, device, exc) from exc
         note = f"{quantization} on the CPU: {done} Linear layers quantized by fluxloom while loading"

@@ -1,0 +1,68 @@
+"""A damaged model folder (an interrupted download: an empty or cut-off safetensors file) fails
+with a message that names the file and says what to do, never with a struct/JSON error, and never
+loads silently with missing weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nodes.flux import quantization as q
+from nodes.flux.sources import ModelSourceError, estimate_bytes, load_part, stored_dtype
+
+CPU = torch.device("cpu")
+
+
+def weights(folder):
+    (file,) = sorted(folder.glob("*.safetensors"))
+    return file
+
+
+@pytest.mark.parametrize("kind,subfolder", [("VAE", "vae"), ("CLIP", "text_encoder")])
+def test_empty_weights_file_is_named(demo_path, kind, subfolder):
+    file = weights(demo_path / subfolder)
+    file.write_bytes(b"")
+    with pytest.raises(ModelSourceError, match="not a complete safetensors file") as err:
+        load_part(demo_path, kind, q.NONE, "auto", CPU)
+    assert str(file) in str(err.value) and "download it again" in str(err.value)
+
+
+def test_garbage_header_length_is_named_not_out_of_memory(demo_path):
+    """Eight bytes of garbage as the header length must not make Python allocate exabytes
+    (a MemoryError, which the executor would report as out of memory)."""
+    file = weights(demo_path / "transformer")
+    data = file.read_bytes()
+    file.write_bytes(b"\xff" * 8 + data[8:])
+    with pytest.raises(ModelSourceError, match="not a complete safetensors file"):
+        stored_dtype(demo_path / "transformer")
+    with pytest.raises(ModelSourceError, match=str(file.name)):
+        estimate_bytes(demo_path / "transformer", torch.float32, q.NONE)
+
+
+@pytest.mark.parametrize("choice", [q.INT8_TORCHAO, q.INT8_BNB])
+def test_cut_off_transformer_is_not_loaded_with_zero_weights(demo_path, choice):
+    """fluxloom's own streamed CPU loader reads the checkpoint itself: a file cut off in the
+    middle of its tensor data fails there, naming the file."""
+    file = weights(demo_path / "transformer")
+    data = file.read_bytes()
+    file.write_bytes(data[: len(data) - len(data) // 3])
+    with pytest.raises(ModelSourceError, match="not a complete safetensors file") as err:
+        load_part(demo_path, "FLUX_MODEL", choice, "fp32", CPU)
+    assert str(file) in str(err.value)
+
+
+def test_file_shrinking_while_read_fails(demo_path, tmp_path):
+    """The tensor read itself checks that it got every byte."""
+    file = weights(demo_path / "transformer")
+    header, base = q._header(file)
+    key, info = max(header.items(), key=lambda kv: kv[1]["data_offsets"][1])
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(file.read_bytes()[: base + info["data_offsets"][1] - 4])
+    with open(cut, "rb") as fh, pytest.raises(q.CheckpointError, match="ends before its tensor data"):
+        q._tensor_at(fh, base, info)
+
+
+def test_intact_files_still_load(demo_path):
+    loaded = load_part(demo_path, "FLUX_MODEL", q.INT8_TORCHAO, "fp32", CPU)
+    assert loaded.module is not None
+    assert stored_dtype(demo_path / "vae") == torch.float32
