@@ -18,6 +18,12 @@ MODE_MUTED = 2
 MODE_BYPASS = 4
 # Values that a seed-like widget's "control after generate" stores after the widget's value.
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+# ComfyUI's frontend-only ("virtual") nodes: never sent to the server. A Reroute passes its input
+# through; a PrimitiveNode has already written its value into the widget it feeds; notes do nothing.
+REROUTE = "Reroute"
+VIRTUAL_NODES = frozenset({REROUTE, "PrimitiveNode", "Note", "MarkdownNote"})
+# resolve() result for a link from a virtual node with no source: keep the widget's own value.
+_KEEP_WIDGET = object()
 
 
 class WorkflowError(ValueError):
@@ -54,16 +60,35 @@ def ui_to_api(workflow: dict[str, Any], registry: NodeRegistry) -> dict[str, Any
     matching type through, as in ComfyUI."""
     if not is_ui_format(workflow):
         raise WorkflowError("not a UI-format workflow (no 'nodes' and 'links')")
+    try:
+        return _ui_to_api(workflow, registry)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        # A hand-edited or truncated file: say so rather than fail with a bare traceback.
+        raise WorkflowError(f"malformed UI workflow ({type(exc).__name__}: {exc})") from exc
+
+
+def _ui_to_api(workflow: dict[str, Any], registry: NodeRegistry) -> dict[str, Any]:
     links = _links_by_id(workflow)
     nodes = {n["id"]: n for n in workflow["nodes"] if isinstance(n, dict) and "id" in n}
 
-    def resolve(origin_id: int, origin_slot: int, seen: frozenset = frozenset()) -> list | None:
-        """Follow links through bypassed nodes; None when the source is muted."""
+    def is_virtual(n: dict) -> bool:
+        return n.get("type") in VIRTUAL_NODES and registry.get(n.get("type")) is None
+
+    def resolve(origin_id: int, origin_slot: int, seen: frozenset = frozenset()) -> Any:
+        """Follow links through bypassed nodes and reroutes; None when the source is muted."""
         src = nodes.get(origin_id)
         if src is None or src.get("mode") == MODE_MUTED or origin_id in seen:
             return None
+        if is_virtual(src):
+            # A Reroute forwards its one input; any other virtual node feeds no link.
+            first = (src.get("inputs") or [{}])[0] if src.get("type") == REROUTE else {}
+            if first.get("link") in links:
+                o_id, o_slot, *_ = links[first["link"]]
+                return resolve(o_id, o_slot, seen | {origin_id})
+            return _KEEP_WIDGET
         if src.get("mode") == MODE_BYPASS:
-            out_type = (src.get("outputs") or [{}])[origin_slot].get("type") if src.get("outputs") else None
+            outputs = src.get("outputs") or []
+            out_type = outputs[origin_slot].get("type") if 0 <= origin_slot < len(outputs) else None
             for inp in src.get("inputs") or []:
                 if inp.get("link") is not None and inp.get("type") == out_type and inp["link"] in links:
                     o_id, o_slot, *_ = links[inp["link"]]
@@ -73,7 +98,7 @@ def ui_to_api(workflow: dict[str, Any], registry: NodeRegistry) -> dict[str, Any
 
     prompt: dict[str, Any] = {}
     for nid, n in sorted(nodes.items(), key=lambda kv: kv[0]):
-        if n.get("mode") in (MODE_MUTED, MODE_BYPASS):
+        if n.get("mode") in (MODE_MUTED, MODE_BYPASS) or is_virtual(n):
             continue
         class_type = n.get("type")
         d = registry.get(class_type)
@@ -103,6 +128,8 @@ def ui_to_api(workflow: dict[str, Any], registry: NodeRegistry) -> dict[str, Any
                 continue
             o_id, o_slot, *_ = links[lid]
             source = resolve(o_id, o_slot)
+            if source is _KEEP_WIDGET:
+                continue
             if source is not None:
                 inputs[inp["name"]] = source
             else:
@@ -203,7 +230,10 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def apply_overrides(prompt: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Set inputs addressed as `node-id-or-title.input`. A title must name exactly one node."""
-    out = {nid: {**n, "inputs": dict(n.get("inputs", {}))} for nid, n in prompt.items()}
+    # Malformed nodes pass through untouched: validation reports them, naming the node.
+    out = {
+        nid: {**n, "inputs": dict(n.get("inputs") or {})} if _editable(n) else n for nid, n in prompt.items()
+    }
     for key, value in overrides.items():
         target, _, input_name = key.rpartition(".")
         if not target or not input_name:
@@ -211,9 +241,9 @@ def apply_overrides(prompt: dict[str, Any], overrides: dict[str, Any]) -> dict[s
         if target in out:
             nid = target
         else:
-            matches = [i for i, n in out.items() if n.get("_meta", {}).get("title") == target]
+            matches = [i for i, n in out.items() if _title(n) == target]
             if not matches:
-                titles = ", ".join(sorted({n.get("_meta", {}).get("title", "") for n in out.values()}))
+                titles = ", ".join(sorted({_title(n) for n in out.values()}))
                 raise WorkflowError(
                     f"override {key!r}: no node has id or title {target!r} (titles: {titles})"
                 )
@@ -222,5 +252,17 @@ def apply_overrides(prompt: dict[str, Any], overrides: dict[str, Any]) -> dict[s
                     f"override {key!r}: title {target!r} names nodes {', '.join(matches)}; use a node id"
                 )
             nid = matches[0]
+        if not _editable(out[nid]):
+            raise WorkflowError(f"override {key!r}: node {nid} is not a node object with inputs")
         out[nid]["inputs"][input_name] = value
     return out
+
+
+def _editable(node: Any) -> bool:
+    return isinstance(node, dict) and isinstance(node.get("inputs") or {}, dict)
+
+
+def _title(node: Any) -> str:
+    meta = node.get("_meta") if isinstance(node, dict) else None
+    title = meta.get("title") if isinstance(meta, dict) else None
+    return title if isinstance(title, str) else ""

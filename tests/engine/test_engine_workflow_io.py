@@ -166,3 +166,53 @@ def test_overrides_by_id_and_title():
         apply_overrides(dup, {"Result.value": 1})
     with pytest.raises(WorkflowError, match="NODE.INPUT=VALUE"):
         parse_override("novalue")
+
+
+def test_frontend_only_nodes_reroute_primitive_and_note():
+    """ComfyUI saves Reroute, PrimitiveNode and Note nodes in the workflow; its frontend never
+    sends them to the server. Reroutes (also chained) pass their source through; a PrimitiveNode
+    has already written its value into the converted widget it feeds; notes are dropped."""
+    wf = ui_workflow()
+    # Add.a: Const → Reroute 20 → Reroute 21 → Add; Add.bias is a converted widget fed by a primitive.
+    wf["nodes"][1]["inputs"].append({"name": "bias", "type": "INT", "link": 12, "widget": {"name": "bias"}})
+    wf["nodes"] += [
+        ui_node(20, "Reroute", inputs=[("", "*", 10)], outputs=[("", "INT", [11])]),
+        ui_node(21, "Reroute", inputs=[("", "*", 11)], outputs=[("", "INT", [1])]),
+        ui_node(22, "PrimitiveNode", outputs=[("INT", "INT", [12])], widgets=[5, "fixed"]),
+        ui_node(23, "Note", widgets=["remember to change the seed"]),
+        ui_node(24, "MarkdownNote", widgets=["# notes"]),
+    ]
+    wf["links"][0] = [1, 21, 0, 7, 0, "INT"]
+    wf["links"] += [[10, 12, 0, 20, 0, "INT"], [11, 20, 0, 21, 0, "INT"], [12, 22, 0, 7, 2, "INT"]]
+    api = ui_to_api(wf, registry)
+    assert set(api) == {"1", "3", "4", "7", "12"}
+    assert api["7"]["inputs"] == {"bias": 5, "a": ["12", 0], "b": ["12", 0]}
+    from nodes.base import NodeEnv
+
+    result = Executor(registry, NodeEnv()).execute(api, "virtual")
+    assert result.ok and result.outputs["1"] == {"value": [45]}
+
+
+def test_malformed_ui_workflows_raise_workflow_error():
+    broken_link = ui_workflow()
+    broken_link["links"][0] = {"id": 1, "origin_id": 12}  # object form without its slots
+    not_a_node = ui_workflow()
+    not_a_node["nodes"][0]["inputs"] = ["value"]
+    for wf in (broken_link, not_a_node):
+        with pytest.raises(WorkflowError, match="malformed UI workflow"):
+            ui_to_api(wf, registry)
+    # A link from a bypassed node's output slot that the node does not have: the input is dropped.
+    bad_slot = ui_workflow()
+    bad_slot["nodes"][1]["mode"] = 4
+    bad_slot["links"][2] = [3, 7, 5, 1, 0, "INT"]
+    assert ui_to_api(bad_slot, registry)["1"]["inputs"] == {}
+
+
+def test_overrides_leave_malformed_nodes_to_validation():
+    prompt = {"1": 5, "2": {"class_type": "Const", "inputs": {"value": 1}, "_meta": None}}
+    assert apply_overrides(prompt, {}) == prompt
+    assert apply_overrides(prompt, {"2.value": 3})["2"]["inputs"] == {"value": 3}
+    with pytest.raises(WorkflowError, match="node 1 is not a node object"):
+        apply_overrides(prompt, {"1.value": 3})
+    with pytest.raises(WorkflowError, match="no node has id or title 'T'"):
+        apply_overrides(prompt, {"T.value": 3})
