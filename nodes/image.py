@@ -59,6 +59,11 @@ def _image_hash(env: NodeEnv, image: str, **_) -> str:
 
 def pil_to_image(img: Image.Image) -> torch.Tensor:
     """PIL → IMAGE [1, H, W, 3] float32, as diffusers' pil_to_numpy (uint8 / 255 in float32)."""
+    if img.mode == "I" or img.mode.startswith("I;16"):
+        # 16-bit grayscale (PNG, TIFF): PIL's convert("RGB") clips every value above 255 to
+        # white instead of scaling, so scale the 0..65535 range down here.
+        gray = np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0.0, 1.0)
+        return torch.from_numpy(np.repeat(gray[..., None], 3, axis=-1))[None]
     array = np.array(img.convert("RGB")).astype(np.float32) / 255.0
     return torch.from_numpy(array)[None]
 
@@ -71,7 +76,7 @@ def read_image(path: Path, name: str) -> torch.Tensor:
             return pil_to_image(img)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"LoadImage: input image {name!r} does not exist") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(f"LoadImage: cannot read input image {name!r}: {exc}") from exc
 
 
