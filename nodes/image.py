@@ -99,7 +99,8 @@ def load_image(ctx: NodeContext, image: str) -> tuple[torch.Tensor]:
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """IMAGE → uint8 [B, H, W, C], rounding to nearest as diffusers' numpy_to_pil does."""
     array = images.detach().cpu().float().numpy()
-    return (array * 255).round().astype("uint8")
+    # Clipped first: a value past 0..1 would otherwise wrap around in uint8 (1.1 → 25, dark).
+    return (np.nan_to_num(array.clip(0.0, 1.0)) * 255).round().astype("uint8")
 
 
 def split_prefix(root: Path, prefix: str) -> tuple[Path, str, str]:
@@ -109,7 +110,10 @@ def split_prefix(root: Path, prefix: str) -> tuple[Path, str, str]:
         raise ValueError(f"filename_prefix {prefix!r} needs a file name part (e.g. 'fluxloom')")
     if prefix.startswith("/") or re.match(r"^[A-Za-z]:", prefix) or ".." in prefix.split("/"):
         raise ValueError(f"filename_prefix {prefix!r} must stay inside the output folder")
-    *folders, name = [part for part in prefix.split("/") if part not in ("", ".")]
+    parts = [part for part in prefix.split("/") if part not in ("", ".")]
+    if not parts:
+        raise ValueError(f"filename_prefix {prefix!r} needs a file name part (e.g. 'fluxloom')")
+    *folders, name = parts
     subfolder = "/".join(folders)
     folder = (root / subfolder).resolve() if subfolder else root.resolve()
     if not folder.is_relative_to(root.resolve()):

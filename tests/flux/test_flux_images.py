@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nodes.image import read_image
+from nodes.image import read_image, split_prefix, to_uint8
 
 
 def test_16_bit_grayscale_is_scaled_not_clipped_to_white(tmp_path) -> None:
@@ -47,3 +47,14 @@ def test_truncated_and_oversized_images_are_named(tmp_path, monkeypatch) -> None
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64x64 is over twice that: a "bomb"
     with pytest.raises(ValueError, match="LoadImage: cannot read input image 'big.png'.*decompression bomb"):
         read_image(big, "big.png")
+
+
+def test_values_outside_the_unit_range_saturate_instead_of_wrapping() -> None:
+    images = torch.tensor([[[[1.2, -0.1, 0.5], [float("nan"), 1.0, 0.0]]]])
+    assert to_uint8(images).tolist() == [[[[255, 0, 128], [0, 255, 0]]]]
+
+
+@pytest.mark.parametrize("prefix", [".", "./.", "a/.."])
+def test_prefix_without_a_name_is_a_clear_error(tmp_path, prefix) -> None:
+    with pytest.raises(ValueError, match="filename_prefix"):
+        split_prefix(tmp_path, prefix)
