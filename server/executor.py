@@ -84,7 +84,10 @@ class Executor:
                     upstream[name] = (sigs[value[0]], value[1])
                 else:
                     constants[name] = value
-            fp = d.fingerprint(self.env, **constants) if d.fingerprint else ""
+            try:
+                fp = d.fingerprint(self.env, **constants) if d.fingerprint else ""
+            except Exception as exc:
+                raise _FingerprintFailed(nid, exc) from exc
             sigs[nid] = signature(d.class_type, constants, upstream, fp)
         return sigs
 
@@ -150,8 +153,8 @@ class Executor:
             emit("execution_warning", {"prompt_id": prompt_id, "message": warning}, record=True)
         try:
             sigs = sigs or self.signatures(vp)
-        except Exception as exc:  # a fingerprint failed (e.g. an input file vanished)
-            return self._fail(result, vp, None, exc, {}, emit, started)
+        except _FingerprintFailed as failed:  # e.g. an input file vanished: name the node
+            return self._fail(result, vp, failed.node_id, failed.cause, {}, emit, started)
 
         # Snapshot cache hits now so that an eviction mid-run cannot take them away, and run
         # only what the outputs need that is not already cached.
@@ -316,6 +319,14 @@ class Executor:
             except Exception as exc:  # never hide the original error behind this one
                 return f"Releasing models failed too: {exc}"
         return "Lower the resolution or batch size, or use a quantized model."
+
+
+class _FingerprintFailed(Exception):
+    """A node's fingerprint raised; carries the node so the error can name it."""
+
+    def __init__(self, node_id: str, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.node_id, self.cause = node_id, cause
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

@@ -151,3 +151,26 @@ def test_out_of_memory_releases_models(tmp_path):
     assert r.status == "error" and released == [True]
     assert r.error["exception_message"].startswith("Out of memory: cannot allocate 80 GiB")
     assert "released" in r.error["exception_message"]
+
+
+def test_failing_fingerprint_names_its_node(tmp_path):
+    from nodes.base import Input, Int, NodeEnv, NodeRegistry, Output, Socket
+    from server.executor import Executor
+
+    def gone(env, value):
+        raise FileNotFoundError(f"input file {value} vanished")
+
+    reg = NodeRegistry()
+    reg.node("Src", category="t", inputs=[Input("value", Int())], outputs=[Output("INT")], fingerprint=gone)(
+        lambda ctx, value: (value,)
+    )
+    reg.node("Show", category="t", inputs=[Input("v", Socket("*"))], output_node=True)(lambda ctx, v: None)
+    prompt = {
+        "4": {"class_type": "Src", "inputs": {"value": 3}, "_meta": {"title": "Picture"}},
+        "5": {"class_type": "Show", "inputs": {"v": ["4", 0]}},
+    }
+    r = Executor(reg, NodeEnv()).execute(prompt, "x")
+    assert r.status == "error"
+    assert r.error["node_id"] == "4" and r.error["node_type"] == "Src" and r.error["node_title"] == "Picture"
+    assert r.error["exception_message"] == "input file 3 vanished"
+    assert r.error["exception_type"] == "builtins.FileNotFoundError"
