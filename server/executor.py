@@ -105,7 +105,8 @@ class Executor:
 
     def _prepare(self, prompt: dict[str, Any]) -> tuple[ValidatedPrompt, dict[str, str] | None]:
         try:
-            key = json.dumps(prompt, sort_keys=True)
+            # No memo while prompt hooks exist: they may rewrite the prompt from the machine's state.
+            key = None if self.env.prompt_hooks else json.dumps(prompt, sort_keys=True)
         except (TypeError, ValueError):
             key = None
         if key is not None and key in self._prepared:

@@ -174,3 +174,20 @@ def test_failing_fingerprint_names_its_node(tmp_path):
     assert r.error["node_id"] == "4" and r.error["node_type"] == "Src" and r.error["node_title"] == "Picture"
     assert r.error["exception_message"] == "input file 3 vanished"
     assert r.error["exception_type"] == "builtins.FileNotFoundError"
+
+
+def test_prompt_hooks_added_later_are_not_bypassed_by_the_memo(executor):
+    prompt = {
+        "1": {"class_type": "Const", "inputs": {"value": 2}},
+        "2": {"class_type": "Record", "inputs": {"value": ["1", 0]}},
+    }
+    assert executor.execute(prompt, "a").outputs["2"] == {"value": [2]}
+
+    def bump(p, env):
+        p["1"]["inputs"]["value"] = 5
+        return ["value bumped"]
+
+    executor.env.prompt_hooks.append(bump)
+    result = executor.execute(prompt, "b")
+    assert result.outputs["2"] == {"value": [5]}
+    assert ("execution_warning", {"prompt_id": "b", "message": "value bumped"}) in result.messages
