@@ -74,9 +74,12 @@ async def read_json(request: web.Request, default: Any = None) -> Any:
     limit = state(request).limits.max_json_bytes
     if request.content_length is not None and request.content_length > limit:
         raise BadRequest("request_too_large", f"request body over {limit} bytes", 413)
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise BadRequest("request_too_large", f"request body over {limit} bytes", 413)
+    body = bytearray()
+    # read(n) returns what has arrived so far, not the whole body: read to the end.
+    while chunk := await request.content.read(1 << 16):
+        body += chunk
+        if len(body) > limit:
+            raise BadRequest("request_too_large", f"request body over {limit} bytes", 413)
     if not body.strip():
         return default
     try:

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from server.routes.common import AppState, BadRequest, state
@@ -29,6 +29,8 @@ STATIC_TYPES = {
     ".png": "image/png",
     ".woff2": "font/woff2",
 }
+
+FIELD_LIMIT = 1024  # overwrite, subfolder, type
 
 PLACEHOLDER = """<!doctype html><html><head><meta charset="utf-8"><title>fluxloom</title></head>
 <body><h1>fluxloom</h1><p>The canvas (web/index.html) is not installed. The API is running:
@@ -114,8 +116,18 @@ async def _read_upload(request: web.Request, limit: int) -> tuple[dict[str, str]
                     raise BadRequest("upload_too_large", f"upload over {limit} bytes", 413)
             data = bytes(buf)
         elif part.name in ("overwrite", "subfolder", "type"):
-            fields[part.name] = (await part.read(decode=True)).decode("utf-8", "replace")[:1024]
+            fields[part.name] = (await _read_field(part, FIELD_LIMIT)).decode("utf-8", "replace")
     return fields, filename, data
+
+
+async def _read_field(part: BodyPartReader, limit: int) -> bytes:
+    """A form field, refused past `limit` bytes (a chunked body has no Content-Length to check)."""
+    buf = bytearray()
+    while chunk := await part.read_chunk(1 << 12):
+        buf += chunk
+        if len(buf) > limit:
+            raise BadRequest("request_too_large", f"form field {part.name!r} over {limit} bytes", 413)
+    return part.decode(bytes(buf))
 
 
 async def post_upload_image(request: web.Request) -> web.Response:

@@ -4,6 +4,7 @@ paths for /view and uploads, size limits, image-only uploads, JSON 404s."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -228,6 +229,35 @@ def test_size_limits(tmp_path):
             "POST", "/upload/image", raw=b"x" * 10 * 2**20, headers={"Content-Type": "multipart/form-data"}
         )
         assert r.status == 413
+    finally:
+        srv.stop()
+
+
+def test_bodies_without_content_length_are_bounded_and_read_whole(tmp_path):
+    """A chunked body has no Content-Length to check up front: the limits hold while reading,
+    and a large body under the limit arrives whole (not cut at the first chunk read)."""
+    limits = Limits(max_json_bytes=4 * 2**20, max_upload_bytes=2048)
+    srv = ServerThread(tmp_path / "data", limits=limits).start()
+    try:
+        api = Api(srv.url)
+        prompt = math_prompt(7)
+        prompt["2"]["_meta"] = {"title": "t" * 3 * 2**20}
+        r = api.post("/prompt", {"prompt": prompt})
+        assert r.status == 200, r.body[:200]
+        assert api.wait_job(r.json()["prompt_id"])["outputs"] == {"2": {"text": ["8"]}}
+        chunked = {"Content-Type": "application/json"}
+        big = b'{"prompt": {}, "pad": "' + b"x" * (5 * 2**20) + b'"}'
+        r = api.request("POST", "/prompt", raw=iter([big[i : i + 65536] for i in range(0, len(big), 65536)]))
+        assert r.status == 413 and r.json()["error"]["type"] == "request_too_large"
+        small = json.dumps({"prompt": math_prompt(1)}).encode()
+        r = api.request("POST", "/prompt", raw=iter([small[:10], small[10:]]), headers=chunked)
+        assert r.status == 200
+        body, ctype = multipart({"subfolder": "s" * 2000}, "ok.png", png_bytes())
+        r = api.request("POST", "/upload/image", raw=iter([body]), headers={"Content-Type": ctype})
+        assert r.status == 413 and "subfolder" in r.json()["error"]["message"]
+        body, ctype = multipart({"subfolder": "pets"}, "ok.png", png_bytes())
+        r = api.request("POST", "/upload/image", raw=iter([body]), headers={"Content-Type": ctype})
+        assert r.status == 200 and r.json() == {"name": "ok.png", "subfolder": "pets", "type": "input"}
     finally:
         srv.stop()
 
