@@ -87,6 +87,29 @@ def predict(transformer, latents, t, guidance, cond: Conditioning, img_ids) -> t
     )[0]
 
 
+def check_fits(transformer: torch.nn.Module, channels: int, *conds: Conditioning | None) -> None:
+    """The transformer takes these latents and this conditioning, or a clear error: a FLUX
+    Fill/Depth/Canny transformer expects extra image channels, and encoders of another model give
+    embeddings of another width (both otherwise fail deep inside a matmul)."""
+    config = transformer.config
+    if config.in_channels != channels * 4:
+        raise ValueError(
+            f"this transformer takes {config.in_channels} channels per latent token, not "
+            f"{channels * 4}: it is not a FLUX.1 text-to-image model (a Fill, Depth or Canny "
+            "variant?), which FluxSampler cannot drive"
+        )
+    for cond in conds:
+        if cond is None:
+            continue
+        got = (cond.prompt_embeds.shape[-1], cond.pooled_prompt_embeds.shape[-1])
+        want = (config.joint_attention_dim, config.pooled_projection_dim)
+        if got != want:
+            raise ValueError(
+                f"the conditioning has T5/CLIP widths {got[0]}/{got[1]} but this transformer expects "
+                f"{want[0]}/{want[1]}: load CLIP, T5 and the transformer from the same FLUX model"
+            )
+
+
 def sample(
     transformer: torch.nn.Module,
     positive: Conditioning,
@@ -109,6 +132,7 @@ def sample(
     model_dtype = model_dtype or dtype
     pos = positive.for_batch(b, device, model_dtype)
     use_neg = negative is not None and s.true_cfg_scale > 1
+    check_fits(transformer, samples.shape[1], positive, negative if use_neg else None)
     neg = negative.for_batch(b, device, model_dtype) if use_neg else None
     if s.denoise < 1.0:
         start = image_to_image_start(latent, s, cfg, dtype, device)
