@@ -121,6 +121,9 @@ def make_middleware(cfg: SecurityConfig) -> Callable:
     return security
 
 
+NAME_MAX, PATH_MAX = 255, 3072  # one file name; the part below the folder (Linux: 255, 4096 in all)
+
+
 class UnsafePath(ValueError):
     """A requested path would leave its folder."""
 
@@ -133,8 +136,14 @@ def safe_join(base: Path, *parts: str) -> Path:
             raise UnsafePath("NUL byte in path")
         if part.startswith(("/", "\\")) or (len(part) > 1 and part[1] == ":"):
             raise UnsafePath(f"absolute path {part!r} refused")
-        if any(seg == ".." for seg in part.replace("\\", "/").split("/")):
+        segments = part.replace("\\", "/").split("/")
+        if any(seg == ".." for seg in segments):
             raise UnsafePath(f"'..' in {part!r} refused")
+        # The OS refuses these with ENAMETOOLONG, which would surface as a 500.
+        if any(len(seg.encode("utf-8", "surrogatepass")) > NAME_MAX for seg in segments):
+            raise UnsafePath(f"a name in {part[:64]!r}… is over {NAME_MAX} bytes")
+    if sum(len(p.encode("utf-8", "surrogatepass")) + 1 for p in parts) > PATH_MAX:
+        raise UnsafePath(f"path over {PATH_MAX} bytes refused")
     target = root.joinpath(*[p for p in parts if p])
     resolved = target.resolve()
     if resolved != root and root not in resolved.parents:

@@ -31,6 +31,7 @@ STATIC_TYPES = {
 }
 
 FIELD_LIMIT = 1024  # overwrite, subfolder, type
+UPLOAD_NAME_MAX = 200
 
 PLACEHOLDER = """<!doctype html><html><head><meta charset="utf-8"><title>fluxloom</title></head>
 <body><h1>fluxloom</h1><p>The canvas (web/index.html) is not installed. The API is running:
@@ -148,6 +149,8 @@ async def post_upload_image(request: web.Request) -> web.Response:
     name = filename
     if not name or "/" in name or "\\" in name or name.startswith(".") or "\x00" in name:
         raise BadRequest("forbidden_path", f"bad file name {filename!r} (no folders, no leading dot)", 403)
+    if len(name.encode("utf-8", "surrogatepass")) > UPLOAD_NAME_MAX:  # room for " (12)" when taken
+        raise BadRequest("invalid_request", f"file name over {UPLOAD_NAME_MAX} bytes: {name[:64]!r}…")
     target = _safe(folder, subfolder, name)
     await asyncio.to_thread(_check_image, data, st.limits.max_image_pixels)
     target.parent.mkdir(parents=True, exist_ok=True)

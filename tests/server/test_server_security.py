@@ -262,6 +262,26 @@ def test_bodies_without_content_length_are_bounded_and_read_whole(tmp_path):
         srv.stop()
 
 
+def test_over_long_names_are_client_errors(server, api):
+    """Names the file system refuses (ENAMETOOLONG) are answered as bad requests, not 500s."""
+    for query in (
+        "/view?filename=" + "a" * 300,
+        "/view?filename=x.png&subfolder=" + "a" * 300,
+        "/view?filename=x.png&subfolder=" + "a/" * 3000,
+    ):
+        r = api.get(query)
+        assert r.status == 403 and r.json()["error"]["type"] == "forbidden_path", r.body[:200]
+    assert api.get("/" + "a" * 300).status == 404
+    r = upload(api, "x.png", png_bytes(), subfolder="a" * 300)
+    assert r.status == 403 and "over 255 bytes" in r.json()["error"]["message"]
+    r = upload(api, "b" * 250 + ".png", png_bytes())
+    assert r.status == 400 and "over 200 bytes" in r.json()["error"]["message"]
+    # The longest accepted name still gets its " (1)" when taken.
+    name = "c" * 196 + ".png"
+    assert upload(api, name, png_bytes()).json()["name"] == name
+    assert upload(api, name, png_bytes()).json()["name"] == "c" * 196 + " (1).png"
+
+
 def test_unknown_routes_are_json_404(api):
     for method, path in (("GET", "/nope"), ("POST", "/nope"), ("GET", "/api/nope"), ("DELETE", "/prompt/x")):
         r = api.request(method, path)
