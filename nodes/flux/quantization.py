@@ -206,7 +206,9 @@ def load_streaming(
     done = kept = 0
     for name, linear in linears.items():
         if name not in later:
-            raise RuntimeError(f"{folder}: the checkpoint has no weight for layer {name!r}")
+            raise CheckpointError(
+                f"{folder}: the checkpoint has no weight for layer {name!r}; is the download complete?"
+            )
         file, key = later[name]
         weight = _read_one(file, key).to(compute_dtype)
         bias = None if linear.bias is None else linear.bias.data
@@ -224,7 +226,9 @@ def load_streaming(
         del weight
     missing = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if missing:
-        raise RuntimeError(f"{folder}: the checkpoint has no values for {', '.join(missing[:5])}")
+        raise CheckpointError(
+            f"{folder}: the checkpoint has no values for {', '.join(missing[:5])}; is the download complete?"
+        )
     return model.eval(), done, kept
 
 

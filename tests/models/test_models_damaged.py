@@ -66,3 +66,13 @@ def test_intact_files_still_load(demo_path):
     loaded = load_part(demo_path, "FLUX_MODEL", q.INT8_TORCHAO, "fp32", CPU)
     assert loaded.module is not None
     assert stored_dtype(demo_path / "vae") == torch.float32
+
+
+@pytest.mark.parametrize("choice", [q.INT8_TORCHAO, q.NF4_BNB])
+def test_missing_transformer_weights_are_named_without_a_quantization_hint(demo_path, choice):
+    """A transformer folder with its config but no weights is an incomplete download, not a
+    quantization problem: no advice to pick another quantization (or the same one)."""
+    weights(demo_path / "transformer").unlink()
+    with pytest.raises(ModelSourceError, match="has no weight for layer") as err:
+        load_part(demo_path, "FLUX_MODEL", choice, "fp32", CPU)
+    assert "is the download complete?" in str(err.value) and "choose" not in str(err.value)
