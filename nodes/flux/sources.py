@@ -285,7 +285,8 @@ def _quantization_failure(what: str, quantization: str, device: torch.device, ex
     """Turn a library's failure to load a quantized model into a message that says what works."""
     if quantization == q.NONE:
         return ModelSourceError(f"could not load the {what}: {exc}")
-    hint = f"choose {q.INT8_TORCHAO!r} or 'none'"
+    other = q.INT8_BNB if quantization == q.INT8_TORCHAO else q.INT8_TORCHAO
+    hint = f"choose {other!r} or 'none'"
     if quantization == q.NF4_BNB and device.type != "cuda":
         hint = (
             "bitsandbytes nf4 on the CPU needs every layer's in-features to be a multiple of 64; "

@@ -76,3 +76,13 @@ def test_missing_transformer_weights_are_named_without_a_quantization_hint(demo_
     with pytest.raises(ModelSourceError, match="has no weight for layer") as err:
         load_part(demo_path, "FLUX_MODEL", choice, "fp32", CPU)
     assert "is the download complete?" in str(err.value) and "choose" not in str(err.value)
+
+
+def test_a_failing_torchao_load_does_not_advise_torchao(demo_path):
+    from nodes.flux.sources import _quantization_failure
+
+    err = _quantization_failure("T5", q.INT8_TORCHAO, CPU, RuntimeError("boom"))
+    assert isinstance(err, q.QuantizationError) and "boom" in str(err)
+    assert f"choose {q.INT8_BNB!r} or 'none'" in str(err)
+    err = _quantization_failure("T5", q.INT8_BNB, CPU, RuntimeError("boom"))
+    assert f"choose {q.INT8_TORCHAO!r} or 'none'" in str(err)
