@@ -212,7 +212,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         data = load_workflow(args.workflow)
         prompt = to_api(data, rt.registry)
-        prompt = apply_overrides(prompt, dict(parse_override(o) for o in args.overrides))
+        prompt = apply_overrides(prompt, dict(parse_override(o) for o in args.overrides), rt.registry)
     except WorkflowError as exc:
         return _report_invalid(
             args,

@@ -228,8 +228,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def apply_overrides(prompt: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Set inputs addressed as `node-id-or-title.input`. A title must name exactly one node."""
+def apply_overrides(
+    prompt: dict[str, Any], overrides: dict[str, Any], registry: NodeRegistry | None = None
+) -> dict[str, Any]:
+    """Set inputs addressed as `node-id-or-title.input`. A title must name exactly one node. With a
+    registry, an input the node type does not declare is an error (validation would ignore it)."""
     # Malformed nodes pass through untouched: validation reports them, naming the node.
     out = {
         nid: {**n, "inputs": dict(n.get("inputs") or {})} if _editable(n) else n for nid, n in prompt.items()
@@ -254,6 +257,13 @@ def apply_overrides(prompt: dict[str, Any], overrides: dict[str, Any]) -> dict[s
             nid = matches[0]
         if not _editable(out[nid]):
             raise WorkflowError(f"override {key!r}: node {nid} is not a node object with inputs")
+        class_type = out[nid].get("class_type")
+        d = registry.get(class_type) if registry is not None and isinstance(class_type, str) else None
+        if d is not None and d.input(input_name) is None:
+            names = ", ".join(i.name for i in d.inputs) or "none"
+            raise WorkflowError(
+                f"override {key!r}: node {nid} ({d.class_type}) has no input {input_name!r} (inputs: {names})"
+            )
         out[nid]["inputs"][input_name] = value
     return out
 

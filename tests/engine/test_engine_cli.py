@@ -89,6 +89,8 @@ def test_validation_errors_exit_2_and_name_every_problem(workdir):
     assert "invalid_input_type" in r.stderr and "value_not_in_list" in r.stderr and "'pow' not in" in r.stderr
     r = run("run", "wf.json", "--set", "Nobody.a=1", cwd=workdir)
     assert r.returncode == 2 and "no node has id or title 'Nobody'" in r.stderr
+    r = run("run", "wf.json", "--set", "Calc.c=1", cwd=workdir)
+    assert r.returncode == 2 and "node 1 (IntegerMath) has no input 'c' (inputs: a, b, operation)" in r.stderr
     r = run("run", "missing.json", cwd=workdir)
     assert r.returncode == 2 and "no workflow file or shipped workflow named 'missing.json'" in r.stderr
 

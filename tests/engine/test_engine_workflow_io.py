@@ -216,3 +216,13 @@ def test_overrides_leave_malformed_nodes_to_validation():
         apply_overrides(prompt, {"1.value": 3})
     with pytest.raises(WorkflowError, match="no node has id or title 'T'"):
         apply_overrides(prompt, {"T.value": 3})
+
+
+def test_override_of_an_undeclared_input_is_an_error_with_a_registry():
+    api = ui_to_api(ui_workflow(), registry)
+    # A typo ("sed" for "seed") would otherwise be ignored by validation and run the old value.
+    with pytest.raises(WorkflowError, match=r"node 4 \(Widgets\) has no input 'sed' \(inputs: seed, scale"):
+        apply_overrides(api, {"Knobs.sed": 7}, registry)
+    assert apply_overrides(api, {"Knobs.seed": 7}, registry)["4"]["inputs"]["seed"] == 7
+    odd = {**api, "9": {"class_type": ["x"], "inputs": {}}}
+    assert apply_overrides(odd, {"9.value": 1}, registry)["9"]["inputs"] == {"value": 1}
