@@ -153,10 +153,17 @@ async def post_upload_image(request: web.Request) -> web.Response:
         raise BadRequest("invalid_request", f"file name over {UPLOAD_NAME_MAX} bytes: {name[:64]!r}…")
     target = _safe(folder, subfolder, name)
     await asyncio.to_thread(_check_image, data, st.limits.max_image_pixels)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if fields.get("overwrite", "").lower() not in ("true", "1"):
-        target = _free_name(target.parent, target.name)
-    await asyncio.to_thread(_write, target, data)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if fields.get("overwrite", "").lower() not in ("true", "1"):
+            target = _free_name(target.parent, target.name)
+        await asyncio.to_thread(_write, target, data)
+    except (FileExistsError, NotADirectoryError, IsADirectoryError):
+        # A file where the subfolder should be, or a folder where the file should be.
+        where = f"{subfolder}/{name}" if subfolder else name
+        raise BadRequest(
+            "path_conflict", f"cannot write {where!r}: a file and a folder collide", 409
+        ) from None
     return web.json_response(
         {"name": target.name, "subfolder": subfolder, "type": fields.get("type") or "input"}
     )

@@ -262,6 +262,17 @@ def test_bodies_without_content_length_are_bounded_and_read_whole(tmp_path):
         srv.stop()
 
 
+def test_upload_where_a_file_and_a_folder_collide_is_409(server, api):
+    assert upload(api, "x.png", png_bytes(), subfolder="pets.png").status == 200
+    r = upload(api, "pets.png", png_bytes(), overwrite="true")  # a folder has that name
+    assert r.status == 409 and r.json()["error"]["type"] == "path_conflict"
+    r = upload(api, "y.png", png_bytes(), subfolder="pets.png/x.png")  # a file is in the way
+    assert r.status == 409 and r.json()["error"]["type"] == "path_conflict"
+    inputs = server.runtime.env.input_dir
+    assert (inputs / "pets.png").is_dir() and (inputs / "pets.png" / "x.png").is_file()
+    assert not [p.name for p in inputs.iterdir() if p.name.startswith(".upload-")]
+
+
 def test_over_long_names_are_client_errors(server, api):
     """Names the file system refuses (ENAMETOOLONG) are answered as bad requests, not 500s."""
     for query in (
