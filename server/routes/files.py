@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import mimetypes
 import os
 import tempfile
 from pathlib import Path
@@ -61,8 +62,16 @@ async def get_view(request: web.Request) -> web.StreamResponse:
     path = _safe(folder, request.query.get("subfolder", ""), filename)
     if not path.is_file():
         raise BadRequest("not_found", f"no file {filename!r}", 404)
-    disposition = f"inline; filename*=UTF-8''{quote(path.name)}"
-    return web.FileResponse(path, headers={"Content-Disposition": disposition})
+    kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    headers = {"X-Content-Type-Options": "nosniff"}
+    if kind.split("/")[0] in ("image", "video", "audio") and kind != "image/svg+xml":
+        headers["Content-Disposition"] = f"inline; filename*=UTF-8''{quote(path.name)}"
+    else:
+        # An image uploaded as `x.html` (or an SVG) would run its script on this server's own
+        # origin, where it may queue work: anything but raster media is a download.
+        headers["Content-Type"] = "application/octet-stream"
+        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(path.name)}"
+    return web.FileResponse(path, headers=headers)
 
 
 def _check_image(data: bytes, max_pixels: int) -> None:

@@ -262,6 +262,27 @@ def test_bodies_without_content_length_are_bounded_and_read_whole(tmp_path):
         srv.stop()
 
 
+def test_view_serves_only_raster_media_inline(server, api):
+    """A real PNG uploaded under an active name (a PNG text chunk can hold a <script>) must not
+    render as a page on the server's own origin, where its script could queue work."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("c", "<script>fetch('/prompt', {method: 'POST'})</script>")
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buf, format="PNG", pnginfo=info)
+    for name in ("evil.html", "evil.svg", "evil.js", "noext"):
+        assert upload(api, name, buf.getvalue()).status == 200
+        r = api.get(f"/view?filename={name}&type=input")
+        assert r.status == 200 and r.body == buf.getvalue()
+        assert r.headers["Content-Type"] == "application/octet-stream", name
+        assert r.headers["Content-Disposition"].startswith("attachment"), name
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+    upload(api, "fine.png", buf.getvalue())
+    r = api.get("/view?filename=fine.png&type=input")
+    assert r.headers["Content-Type"] == "image/png" and r.headers["Content-Disposition"].startswith("inline")
+
+
 def test_upload_where_a_file_and_a_folder_collide_is_409(server, api):
     assert upload(api, "x.png", png_bytes(), subfolder="pets.png").status == 200
     r = upload(api, "pets.png", png_bytes(), overwrite="true")  # a folder has that name
