@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
 
 
 def parse_size(text: str) -> int:
@@ -94,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a workflow headlessly. WORKFLOW is a UI- or API-format "
         "JSON file, a PNG that carries a workflow, or the name of a "
         "shipped workflow. Exit 0 on success, 2 on validation errors, "
-        "1 on an execution error.",
+        "1 on an execution error, 130 when interrupted with Ctrl-C.",
     )
     p.add_argument("workflow", metavar="WORKFLOW")
     p.add_argument(
@@ -251,11 +254,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         elif event == "execution_cached" and d["nodes"] and not args.json:
             tqdm.write(f"cached: {', '.join(d['nodes'])}", file=sys.stderr)
 
+    def on_ctrl_c(signum: int, frame: Any) -> None:
+        # Stop at the next node or sampler step, as the server's Interrupt does; a second
+        # Ctrl-C stops at once.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        tqdm.write("interrupting (Ctrl-C again to stop at once)", file=sys.stderr)
+        rt.executor.interrupt()
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_ctrl_c) if in_main_thread else None
     try:
         result = rt.executor.execute(prompt, "cli", on_event, extra)
     except ValidationError as exc:
         return _report_invalid(args, exc.as_json(), prompt)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
         if bar.get("pb") is not None:
             bar["pb"].close()
     files = [
@@ -296,6 +313,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         if args.verbose:
             print("".join(e["traceback"]), file=sys.stderr)
+    if result.status == "interrupted":
+        return EXIT_INTERRUPTED
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
