@@ -177,12 +177,28 @@ class Loaded:
     note: str = ""  # how it was loaded, for the log
 
 
+def check_files(path: Path, kind: str) -> None:
+    """The part's folder has its config and, for a text encoder, its tokenizer folder. (Without
+    the folder transformers builds an empty tokenizer instead of failing, and encoding a prompt
+    then fails with "int too big to convert" from its model_max_length of 1e30.)"""
+    part = PARTS[kind]
+    if not (path / part.subfolder).is_dir():
+        raise ModelSourceError(f"{path} has no {part.subfolder}/ folder, so it has no {kind} to load")
+    missing = [] if (path / part.subfolder / "config.json").is_file() else [f"{part.subfolder}/config.json"]
+    if part.tokenizer and not (path / part.tokenizer).is_dir():
+        missing.append(f"{part.tokenizer}/")
+    if missing:
+        raise ModelSourceError(
+            f"{path} is incomplete: the {kind} needs {' and '.join(missing)}, which is missing; "
+            "download the model again"
+        )
+
+
 def load_part(path: Path, kind: str, quantization: str, dtype_choice: str, device: torch.device) -> Loaded:
     """Load one component of a pipeline folder onto `device`."""
     part = PARTS[kind]
     folder = path / part.subfolder
-    if not folder.is_dir():
-        raise ModelSourceError(f"{path} has no {part.subfolder}/ folder, so it has no {kind} to load")
+    check_files(path, kind)
     dtype = resolve_dtype(dtype_choice, device, folder)
     q.check_choice(quantization)
     if quantization != q.NONE and not part.quantizable:
@@ -301,6 +317,7 @@ def check_loadable(path: Path, kind: str, quantization: str, device: torch.devic
     """Cheap checks a loader node makes before any weights are read, so that an impossible
     choice fails in the loader with a message that says what works instead."""
     part = PARTS[kind]
+    check_files(path, kind)
     q.check_choice(quantization)
     if quantization != q.NONE and not part.quantizable:
         raise q.QuantizationError(f"{kind} is not quantized by fluxloom; use quantization 'none'")

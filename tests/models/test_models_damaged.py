@@ -86,3 +86,35 @@ def test_a_failing_torchao_load_does_not_advise_torchao(demo_path):
     assert f"choose {q.INT8_BNB!r} or 'none'" in str(err)
     err = _quantization_failure("T5", q.INT8_BNB, CPU, RuntimeError("boom"))
     assert f"choose {q.INT8_TORCHAO!r} or 'none'" in str(err)
+
+
+@pytest.mark.parametrize(
+    "kind,remove,loader,inputs",
+    [
+        ("CLIP", "tokenizer", "LoadCLIP", {"dtype": "auto"}),
+        ("T5", "tokenizer_2", "LoadT5-8bit", {"quantization": q.NONE, "dtype": "auto"}),
+        ("VAE", "vae/config.json", "LoadVAE", {"dtype": "auto"}),
+    ],
+)
+def test_incomplete_folder_fails_in_the_loader_node(
+    models_dir, demo_path, tmp_path, kind, remove, loader, inputs
+):
+    """Without its tokenizer folder transformers builds an empty tokenizer (model_max_length 1e30)
+    and encoding fails later with "int too big to convert": the loader node stops first."""
+    import shutil
+
+    import nodes
+    from nodes.base import NodeContext, NodeEnv
+    from nodes.flux.demo import DEMO_NAME
+    from server.models import setup_environment
+    from server.runtime import RuntimeConfig
+
+    target = demo_path / remove
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    env = NodeEnv(models_dir=models_dir, output_dir=tmp_path / "out", input_dir=tmp_path / "in")
+    setup_environment(env, RuntimeConfig(models_dir=models_dir, ensure_demo_model=False))
+    ctx = NodeContext(env=env, node_id="1")
+    with pytest.raises(ModelSourceError, match=f"is incomplete: the {kind} needs {remove}"):
+        nodes.load_all().get(loader).run(ctx, source=DEMO_NAME, **inputs)
+    with pytest.raises(ModelSourceError, match="download the model again"):
+        load_part(demo_path, kind, q.NONE, "auto", CPU)
