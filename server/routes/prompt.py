@@ -180,16 +180,20 @@ def _files(st: AppState, outputs: dict[str, Any]) -> list[dict[str, str]]:
     """Every image of a job: its /view query and where it lies on the server."""
     files = []
     for ui in outputs.values():
-        for img in ui.get("images", []) if isinstance(ui, dict) else []:
-            folder = st.folder(img.get("type", "output"))
-            if folder is None or "filename" not in img:
+        images = ui.get("images") if isinstance(ui, dict) else None
+        # Custom nodes write these: skip what is not a file entry rather than fail the route.
+        for img in images if isinstance(images, list) else []:
+            if not isinstance(img, dict) or not isinstance(img.get("filename"), str):
                 continue
-            sub = img.get("subfolder", "")
+            kind, sub = img.get("type") or "output", img.get("subfolder") or ""
+            folder = st.folder(kind) if isinstance(kind, str) else None
+            if folder is None or not isinstance(sub, str):
+                continue
             files.append(
                 {
                     "filename": img["filename"],
                     "subfolder": sub,
-                    "type": img.get("type", "output"),
+                    "type": kind,
                     "path": str((folder / sub / img["filename"]).resolve()),
                 }
             )

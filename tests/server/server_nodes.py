@@ -66,3 +66,20 @@ def unstorable_ui(ctx: NodeContext, value: int) -> NodeResult:
     from pathlib import Path
 
     return NodeResult(ui={"text": [Path(f"/nowhere/{value}")]})
+
+
+@registry.node(
+    "OddImages",
+    category="test",
+    description="UI images as loosely written custom nodes return them: null subfolder, junk entries.",
+    inputs=[Input("value", Int(default=1))],
+    output_node=True,
+)
+def odd_images(ctx: NodeContext, value: int) -> NodeResult:
+    images = [
+        {"filename": f"odd_{value}.png", "subfolder": None, "type": "output"},
+        "junk",
+        {"filename": 5},
+        {"filename": "x.png", "type": ["output"]},
+    ]
+    return NodeResult(ui={"images": images})

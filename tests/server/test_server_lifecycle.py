@@ -136,3 +136,13 @@ def test_jobs_answers_while_pending_and_running(server, api):
     assert api.wait_job(slow)["status"] == "interrupted"
     assert api.wait_job(behind)["status"] == "success"
     assert api.get("/jobs/nope").status == 404
+
+
+def test_jobs_lists_files_of_loosely_written_outputs(server, api):
+    pid = api.queue({"1": {"class_type": "OddImages", "inputs": {"value": 4}}})
+    job = api.wait_job(pid)
+    assert job["status"] == "success"
+    out = server.runtime.env.output_dir.resolve()
+    assert job["files"] == [
+        {"filename": "odd_4.png", "subfolder": "", "type": "output", "path": str(out / "odd_4.png")}
+    ]
