@@ -77,6 +77,9 @@ async def _job(session: aiohttp.ClientSession, base: str, prompt_id: str) -> dic
     while True:
         async with session.get(f"{base}/jobs/{prompt_id}") as r:
             job = await r.json(content_type=None)
+        if r.status >= 400:  # e.g. another client cleared the history as the prompt finished
+            message = job.get("error", {}).get("message", job) if isinstance(job, dict) else job
+            raise ClientError(f"job {prompt_id}: server answered {r.status}: {message}")
         if job.get("status") not in ("pending", "running"):
             return job
         await asyncio.sleep(0.25)

@@ -3,6 +3,7 @@ by name with overrides by node id and by title, and `fluxloom queue` from a shel
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -165,3 +166,21 @@ def test_fluxloom_queue_cli(shipped, server, api, tmp_path):
     assert run.returncode == 2 and "no workflow 'nothing-here'" in run.stderr
     run = _cli("mine", "--server", "http://127.0.0.1:9")
     assert run.returncode == 1 and "cannot reach the server" in run.stderr
+
+
+def test_queue_cli_reports_a_job_the_server_no_longer_has(server, api):
+    import aiohttp
+
+    from server.client import EXIT_FAILED, ClientError, _job
+
+    async def fetch(prompt_id: str) -> dict:
+        async with aiohttp.ClientSession() as session:
+            return await _job(session, server.url, prompt_id)
+
+    pid = api.queue(math_prompt(2))
+    assert asyncio.run(fetch(pid))["status"] == "success"
+    assert api.post("/history", {"clear": True}).json() == {"deleted": 1}
+    with pytest.raises(ClientError) as err:
+        asyncio.run(fetch(pid))
+    assert err.value.code == EXIT_FAILED
+    assert f"job {pid}: server answered 404" in str(err.value) and "no job" in str(err.value)
