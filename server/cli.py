@@ -211,7 +211,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from server.runtime import create_runtime
     from server.workflow_io import WorkflowError, apply_overrides, load_workflow, parse_override, to_api
 
-    rt = create_runtime(runtime_config(args, output_dir=args.output_dir, input_dir=args.input_dir))
+    try:
+        rt = create_runtime(runtime_config(args, output_dir=args.output_dir, input_dir=args.input_dir))
+    except OSError as exc:  # e.g. --output-dir or --models names a file, or is not writable
+        print(f"fluxloom run: cannot set up the folders: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     try:
         data = load_workflow(args.workflow)
         prompt = to_api(data, rt.registry)

@@ -92,6 +92,10 @@ def test_validation_errors_exit_2_and_name_every_problem(workdir):
     assert r.returncode == 2 and "no node has id or title 'Nobody'" in r.stderr
     r = run("run", "wf.json", "--set", "Calc.c=1", cwd=workdir)
     assert r.returncode == 2 and "node 1 (IntegerMath) has no input 'c' (inputs: a, b, operation)" in r.stderr
+    (workdir / "afile").write_text("")
+    r = run("run", "wf.json", "--output-dir", "afile/out", cwd=workdir)
+    assert r.returncode == 2 and "cannot set up the folders" in r.stderr and "afile/out" in r.stderr
+    assert "Traceback" not in r.stderr
     r = run("run", "missing.json", cwd=workdir)
     assert r.returncode == 2 and "no workflow file or shipped workflow named 'missing.json'" in r.stderr
 
