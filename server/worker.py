@@ -99,6 +99,12 @@ class Worker:
         held: list[dict[str, Any]] = []
 
         def listener(event: str, data: dict[str, Any]) -> None:
+            # execute() clears the interrupt flag as it starts: an interrupt or a shutdown that
+            # came between claiming the prompt and that moment is raised again here.
+            if event == "execution_start" and (
+                self._stopping.is_set() or self._user_interrupted == row.prompt_id
+            ):
+                self.runtime.executor.interrupt()
             # ComfyUI clients fetch /history/{id} on `executing` with node null: hold that
             # message back until the history row is written.
             if event == "executing" and data.get("node") is None:

@@ -7,7 +7,9 @@ import json
 import time
 import urllib.request
 
-from tests.server.conftest import Api, ServerThread, client_id, math_prompt, slow_prompt
+from server.queue import PromptStore
+from server.worker import Worker
+from tests.server.conftest import Api, ServerThread, client_id, make_runtime, math_prompt, slow_prompt
 from tests.server.wsclient import done
 
 
@@ -250,3 +252,30 @@ def test_malformed_bodies_are_400_not_500(api):
     r = api.post("/prompt", {"prompt": math_prompt(1), "number": 2**40})
     assert r.status == 200 and r.json()["number"] == 2**40
     assert api.wait_job(r.json()["prompt_id"])["status"] == "success"
+
+
+def test_interrupt_or_shutdown_before_the_executor_starts_is_not_lost(tmp_path):
+    """Between claiming a prompt and execute() clearing its interrupt flag, a user's interrupt
+    or a shutdown must still stop the prompt (driven step by step on a worker thread's parts)."""
+    runtime = make_runtime(tmp_path)
+    store = PromptStore(tmp_path / "queue.sqlite3")
+    sent: list[tuple[str, dict]] = []
+    worker = Worker(store, runtime, notify=lambda e, d, c: sent.append((e, d)), queue_changed=lambda: None)
+    try:
+        store.add("by-user", slow_prompt(steps=3), {}, ["2"], None)
+        row = store.claim_next()
+        worker.running = row
+        assert worker.interrupt("by-user")  # lands before execute() starts
+        worker._run(row)
+        assert store.get("by-user").status == "interrupted"
+        assert "execution_interrupted" in [e for e, _ in sent]
+
+        store.add("at-shutdown", slow_prompt(steps=3), {}, ["2"], None)
+        row = store.claim_next()
+        worker.running = row
+        worker._stopping.set()  # what stop() does first, before it interrupts the executor
+        runtime.executor.interrupt()
+        worker._run(row)
+        assert store.get("at-shutdown").status == "pending"  # back in the queue, not run through
+    finally:
+        store.close()
