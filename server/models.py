@@ -371,7 +371,7 @@ class ModelManager:
                 return
             while self._bytes_at("cpu") + entry.bytes > self.ram_budget:
                 host = [e for e in self._entries.values() if e.location == "cpu" and e.in_use == 0]
-                if not host:
+                if not host or entry.bytes > self.ram_budget:  # never fits: keep the others
                     self._release(entry, "host RAM budget cannot hold it")
                     break
                 self._release(min(host, key=lambda e: e.last_used), f"making host RAM room for {handle.name}")

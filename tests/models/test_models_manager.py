@@ -182,3 +182,20 @@ def test_load_log_names_model_and_size(demo_path, caplog):
     with caplog.at_level(logging.INFO, "fluxloom.models"), m.use(handle(demo_path, "VAE")):
         pass
     assert "loaded onto cpu fluxloom-demo/VAE (fp32)" in caplog.text and "MiB" in caplog.text
+
+
+def test_offloading_a_model_larger_than_the_ram_budget_keeps_the_offloaded_ones(demo_path, sizes):
+    """A model that can never fit the host-RAM budget is released at once, without first
+    dropping the smaller models already offloaded there."""
+    small, big = sorted(("CLIP", "T5", "VAE"), key=sizes.get)[0], "FLUX_MODEL"
+    assert sizes[small] < sizes[big]
+    m = create_manager(demo_path.parent.parent, vram_budget=2**30, ram_budget=sizes[big] - 1, device="cpu")
+    little, large = handle(demo_path, small), handle(demo_path, big)
+    for h in (little, large):
+        with m.use(h):
+            pass
+    m.offload(little)
+    assert m.location(little) == "cpu"
+    m.offload(large)
+    assert not m.is_loaded(large) and m.location(little) == "cpu" and m.host_bytes == sizes[small]
+    assert [e.action for e in m.events][-2:] == ["offload", "release"]
