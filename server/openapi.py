@@ -157,6 +157,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "200": _json({"type": "object", "properties": {"name": {}, "subfolder": {}, "type": {}}}),
             "400": _err("not an image"),
             "403": _err("path leaves its folder"),
+            "409": _err("a file and a folder of that name collide"),
             "413": _err("too large"),
         },
     },
