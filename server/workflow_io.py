@@ -104,14 +104,17 @@ def _ui_to_api(workflow: dict[str, Any], registry: NodeRegistry) -> dict[str, An
         d = registry.get(class_type)
         inputs: dict[str, Any] = {}
         if d is not None:
+            # Required widgets come first, then optional ones: the order of `input_order`, in
+            # which ComfyUI and the canvas create widgets and so save `widgets_values`.
+            widgets = sorted(d.widgets(), key=lambda w: w.optional)
             values = n.get("widgets_values")
             if isinstance(values, dict):
-                for w in d.widgets():
+                for w in widgets:
                     if w.name in values:
                         inputs[w.name] = values[w.name]
             elif isinstance(values, list):
                 i = 0
-                for w in d.widgets():
+                for w in widgets:
                     if i >= len(values):
                         break
                     inputs[w.name] = values[i]

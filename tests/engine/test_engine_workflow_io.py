@@ -226,3 +226,19 @@ def test_override_of_an_undeclared_input_is_an_error_with_a_registry():
     assert apply_overrides(api, {"Knobs.seed": 7}, registry)["4"]["inputs"]["seed"] == 7
     odd = {**api, "9": {"class_type": ["x"], "inputs": {}}}
     assert apply_overrides(odd, {"9.value": 1}, registry)["9"]["inputs"] == {"value": 1}
+
+
+def test_widget_values_follow_required_then_optional_order():
+    """ComfyUI and the canvas create (and save) required widgets before optional ones, whatever
+    the declaration order; an optional widget declared first must not take the first value."""
+    from nodes.base import Input, Int, NodeRegistry, String
+
+    reg = NodeRegistry()
+    reg.node(
+        "Mixed",
+        category="t",
+        inputs=[Input("note", String(), optional=True), Input("count", Int(default=1))],
+        output_node=True,
+    )(lambda ctx, count, note="": None)
+    wf = {"nodes": [ui_node(1, "Mixed", widgets=[3, "hello"])], "links": []}
+    assert ui_to_api(wf, reg)["1"]["inputs"] == {"count": 3, "note": "hello"}
