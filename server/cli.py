@@ -237,7 +237,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             bar.pop("pb").close()  # the node that reported progress is done
         if event == "executing" and d["node"] is not None:
             node = prompt[d["node"]]
-            bar["title"] = node.get("_meta", {}).get("title", node["class_type"])
+            meta = node.get("_meta")  # the file's own, not yet checked by validation
+            bar["title"] = (meta.get("title") if isinstance(meta, dict) else None) or node["class_type"]
             if not args.json:
                 tqdm.write(f"▶ {d['node']} {bar['title']}", file=sys.stderr)
         elif event == "progress":

@@ -100,6 +100,17 @@ def test_validation_errors_exit_2_and_name_every_problem(workdir):
     assert r.returncode == 2 and "no workflow file or shipped workflow named 'missing.json'" in r.stderr
 
 
+def test_api_workflow_with_odd_meta_runs(workdir):
+    api = {
+        "1": {"class_type": "IntegerMath", "inputs": {"a": 2, "b": 3, "operation": "add"}, "_meta": None},
+        "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}, "_meta": "not an object"},
+    }
+    (workdir / "api.json").write_text(json.dumps(api))
+    r = run("run", "api.json", cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "2: 5" and "▶ 1 IntegerMath" in r.stderr
+
+
 def test_execution_error_exits_1_naming_the_node(workdir):
     r = run("run", "wf.json", "--set", "Calc.b=0", "--set", "Calc.operation=divide", cwd=workdir)
     assert r.returncode == 1
