@@ -343,8 +343,9 @@ def format_errors(payload: dict[str, Any], prompt: dict[str, Any] | None = None)
         lines[0] += f": {payload['error']['details']}"
     for nid, info in payload.get("node_errors", {}).items():
         title = ""
-        if prompt and isinstance(prompt.get(nid), dict):
-            title = prompt[nid].get("_meta", {}).get("title", "")
+        meta = prompt[nid].get("_meta") if prompt and isinstance(prompt.get(nid), dict) else None
+        if isinstance(meta, dict) and isinstance(meta.get("title"), str):
+            title = meta["title"]
         head = f"  node {nid} ({info.get('class_type')}{', ' + repr(title) if title else ''}):"
         lines.append(head)
         for e in info["errors"]:

@@ -216,3 +216,11 @@ def test_meta_that_is_not_an_object_is_replaced_by_the_title():
     )
     assert vp.prompt["1"]["_meta"] == {"title": "Const"}
     assert vp.prompt["9"]["_meta"] == {"title": "Record"}
+
+
+def test_format_errors_with_a_meta_that_is_not_an_object():
+    prompt = {"1": {"class_type": "Record", "inputs": {}, "_meta": None}}
+    with pytest.raises(ValidationError) as info:
+        validate_prompt(prompt, registry)
+    text = format_errors(info.value.as_json(), prompt)
+    assert "node 1 (Record):" in text and "required_input_missing" in text
