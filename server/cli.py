@@ -20,11 +20,12 @@ def parse_size(text: str) -> int:
     t = text.strip().upper().removesuffix("IB").removesuffix("B")
     units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
     try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(float(t))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 16G, 512M)") from None
+        size = int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(float(t))
+    except (ValueError, OverflowError):  # OverflowError: "inf", "1e400"
+        size = -1
+    if size < 0:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 16G, 512M)")
+    return size
 
 
 def _add_runtime_options(p: argparse.ArgumentParser) -> None:

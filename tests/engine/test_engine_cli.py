@@ -164,3 +164,14 @@ def test_ctrl_c_interrupts_the_run_cleanly(workdir):
     proc.wait(timeout=120)
     assert proc.returncode == 130, seen + rest
     assert "interrupted" in rest and "Traceback" not in rest and "KeyboardInterrupt" not in rest
+
+
+def test_parse_size_accepts_units_and_rejects_nonsense():
+    import argparse
+
+    from server.cli import parse_size
+
+    assert parse_size("16G") == 16 * 2**30 and parse_size("1.5GiB") == 3 * 2**29 and parse_size("512") == 512
+    for bad in ("x", "nan", "inf", "1e400", "-1G"):
+        with pytest.raises(argparse.ArgumentTypeError, match="not a size"):
+            parse_size(bad)
