@@ -32,6 +32,7 @@ import torch
 log = logging.getLogger("fluxloom.models")
 
 KINDS = ("CLIP", "T5", "FLUX_MODEL", "VAE")
+MAX_EVENTS = 1000  # the manager's log keeps the latest events only: a server runs for weeks
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,8 @@ class ModelManager:
             action, handle.name, handle.kind, entry.bytes, device_bytes, host_bytes, kinds, reason
         )
         self.events.append(event)
+        if len(self.events) > MAX_EVENTS:
+            del self.events[:-MAX_EVENTS]
         if device_bytes > self.peak_device_bytes:
             self.peak_device_bytes, self.peak_on_device = device_bytes, kinds
         where = {"load": "loaded onto", "to_device": "moved to", "offload": "offloaded from"}.get(action)

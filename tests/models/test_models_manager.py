@@ -199,3 +199,24 @@ def test_offloading_a_model_larger_than_the_ram_budget_keeps_the_offloaded_ones(
     m.offload(large)
     assert not m.is_loaded(large) and m.location(little) == "cpu" and m.host_bytes == sizes[small]
     assert [e.action for e in m.events][-2:] == ["offload", "release"]
+
+
+def test_the_event_log_is_bounded(monkeypatch):
+    """A long-running server loads and releases models for weeks: the log keeps the latest."""
+    import server.models
+    from server.models import LoadedModel, ModelManager
+
+    monkeypatch.setattr(server.models, "MAX_EVENTS", 10, raising=False)
+
+    def load(h, device):
+        return LoadedModel(torch.nn.Linear(4, 4), None, device, torch.float32)
+
+    m = ModelManager(load, device="cpu", vram_budget=2**20, ram_budget=2**20)
+    for i in range(15):
+        h = ModelHandle("VAE", "x", f"/nowhere/{i}", NONE, "fp32")
+        with m.use(h):
+            pass
+        m.release(h)
+    assert len(m.events) == 10
+    assert [e.action for e in m.events] == ["load", "release"] * 5
+    assert m.events[-1].name == ModelHandle("VAE", "x", "/nowhere/14", NONE, "fp32").name
