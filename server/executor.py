@@ -15,6 +15,7 @@ import logging
 import sys
 import time
 import traceback
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from server.graph import ValidatedPrompt, validate_prompt
 log = logging.getLogger("fluxloom.executor")
 
 Listener = Callable[[str, dict[str, Any]], None]
+# Signature prefix of nodes that can never be answered from the cache (see signatures()).
+VOLATILE = "volatile:"
 # In a validated prompt every list-valued input is a link `[source_id, slot]`, so the hot paths
 # below test `type(value) is list` instead of re-checking the link's shape.
 
@@ -79,11 +82,20 @@ class Executor:
             node = vp.prompt[nid]
             d = self.registry.get(node["class_type"])
             constants, upstream = {}, {}
+            volatile = False
             for name, value in node["inputs"].items():
                 if type(value) is list:
                     upstream[name] = (sigs[value[0]], value[1])
+                    volatile = volatile or sigs[value[0]].startswith(VOLATILE)
                 else:
                     constants[name] = value
+            if d.fingerprint and any(i.is_widget and i.name in upstream for i in d.inputs):
+                # A widget fed by a link (e.g. a file name from a Text node): its value, and so
+                # the file to fingerprint, is only known once the source has run. Never cached.
+                volatile = True
+            if volatile:
+                sigs[nid] = f"{VOLATILE}{uuid.uuid4().hex}"
+                continue
             try:
                 fp = d.fingerprint(self.env, **constants) if d.fingerprint else ""
             except Exception as exc:
@@ -220,7 +232,8 @@ class Executor:
                 exc = TypeError(f"{d.class_type} returned {len(out)} values for {len(d.outputs)} outputs")
                 return self._fail(result, vp, nid, exc, kwargs, emit, started)
             values[nid] = out
-            self.cache.put(sigs[nid], out, ui)
+            if not sigs[nid].startswith(VOLATILE):
+                self.cache.put(sigs[nid], out, ui)
             result.executed.append(nid)
             if ui is not None:
                 result.outputs[nid] = ui

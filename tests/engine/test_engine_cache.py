@@ -95,3 +95,50 @@ def test_lru_order_keeps_recently_used():
     assert cache.get("a") is not None  # touch a: b is now the least recently used
     cache.put("c", (bytes(1500),))
     assert "a" in cache and "c" in cache and "b" not in cache
+
+
+def test_fingerprinted_node_with_a_linked_widget_runs_every_time(tmp_path):
+    """A widget may be fed by a link (a file name from a text node). The fingerprint cannot read
+    that file before the source has run, so the node (and what depends on it) is never answered
+    from the cache, and nothing it produced takes cache space."""
+    from nodes.base import Input, NodeEnv, NodeRegistry, NodeResult, Output, Socket, String
+
+    reg = NodeRegistry()
+    runs: list[str] = []
+
+    def content(env, name):
+        return (env.input_dir / name).read_text()
+
+    @reg.node("Name", category="t", inputs=[Input("text", String())], outputs=[Output("STRING")])
+    def name(ctx, text):
+        runs.append("Name")
+        return (text,)
+
+    read_inputs = [Input("name", String())]
+
+    @reg.node("ReadFile", category="t", inputs=read_inputs, outputs=[Output("STRING")], fingerprint=content)
+    def read_file(ctx, name):
+        runs.append("ReadFile")
+        return ((ctx.env.input_dir / name).read_text(),)
+
+    @reg.node("Show", category="t", inputs=[Input("v", Socket("*"))], output_node=True)
+    def show(ctx, v):
+        runs.append("Show")
+        return NodeResult(ui={"v": [v]})
+
+    (tmp_path / "a.txt").write_text("first")
+    prompt = {
+        "1": {"class_type": "Name", "inputs": {"text": "a.txt"}},
+        "2": {"class_type": "ReadFile", "inputs": {"name": ["1", 0]}},
+        "3": {"class_type": "Show", "inputs": {"v": ["2", 0]}},
+    }
+    ex = Executor(reg, NodeEnv(input_dir=tmp_path), OutputCache(2**20))
+    first = ex.execute(prompt, "a")
+    assert first.ok and first.outputs["3"] == {"v": ["first"]}
+    assert len(ex.cache) == 1  # only the text node's output
+    (tmp_path / "a.txt").write_text("second")
+    runs.clear()
+    again = ex.execute(prompt, "b")
+    assert again.ok and again.outputs["3"] == {"v": ["second"]}
+    assert runs == ["ReadFile", "Show"] and again.cached == ["1"]
+    assert len(ex.cache) == 1
