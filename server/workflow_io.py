@@ -77,15 +77,17 @@ def _ui_to_api(workflow: dict[str, Any], registry: NodeRegistry) -> dict[str, An
     def resolve(origin_id: int, origin_slot: int, seen: frozenset = frozenset()) -> Any:
         """Follow links through bypassed nodes and reroutes; None when the source is muted."""
         src = nodes.get(origin_id)
-        if src is None or src.get("mode") == MODE_MUTED or origin_id in seen:
+        if src is None or origin_id in seen:
             return None
-        if is_virtual(src):
+        if is_virtual(src):  # frontend-only: its mode does not matter (as in ComfyUI)
             # A Reroute forwards its one input; any other virtual node feeds no link.
             first = (src.get("inputs") or [{}])[0] if src.get("type") == REROUTE else {}
             if first.get("link") in links:
                 o_id, o_slot, *_ = links[first["link"]]
                 return resolve(o_id, o_slot, seen | {origin_id})
             return _KEEP_WIDGET
+        if src.get("mode") == MODE_MUTED:
+            return None
         if src.get("mode") == MODE_BYPASS:
             outputs = src.get("outputs") or []
             out_type = outputs[origin_slot].get("type") if 0 <= origin_slot < len(outputs) else None

@@ -191,6 +191,10 @@ def test_frontend_only_nodes_reroute_primitive_and_note():
 
     result = Executor(registry, NodeEnv()).execute(api, "virtual")
     assert result.ok and result.outputs["1"] == {"value": [45]}
+    # Muting a frontend-only node changes nothing: ComfyUI follows virtual nodes whatever their mode.
+    for n in wf["nodes"][-5:]:
+        n["mode"] = 2
+    assert ui_to_api(wf, registry) == api
 
 
 def test_malformed_ui_workflows_raise_workflow_error():
