@@ -39,9 +39,17 @@ class ShiftConfig:
     def from_file(cls, path: Path) -> ShiftConfig:
         """Read a diffusers scheduler_config.json; unknown keys are ignored, missing ones keep
         their FLUX.1-dev defaults."""
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names and v is not None})
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            values = {f.name: data[f.name] for f in fields(cls) if data.get(f.name) is not None}
+            for name, value in values.items():  # a string here would fail deep in the maths
+                if not isinstance(value, (int, float)):
+                    raise ValueError(f"{name} is {value!r}, not a number")
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read the scheduler config {path}: {exc}") from exc
+        return cls(**values)
 
     @classmethod
     def for_pipeline(cls, folder: Path | str) -> ShiftConfig:

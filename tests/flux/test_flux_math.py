@@ -59,6 +59,14 @@ def test_shift_config_reads_scheduler_file(tmp_path) -> None:
     assert fm.ShiftConfig.for_pipeline(tmp_path / "missing") == fm.ShiftConfig()
 
 
+@pytest.mark.parametrize("text", ["", "[1, 2]", '{"shift": "3.0"}', "{not json"])
+def test_a_damaged_scheduler_config_is_named(tmp_path, text) -> None:
+    (tmp_path / "scheduler").mkdir()
+    (tmp_path / "scheduler" / "scheduler_config.json").write_text(text)
+    with pytest.raises(ValueError, match="cannot read the scheduler config .*scheduler_config.json"):
+        fm.ShiftConfig.for_pipeline(tmp_path)
+
+
 @pytest.mark.parametrize("h,w", [(2, 2), (4, 6), (8, 4)])
 def test_pack_unpack_and_ids_match_pipeline(h: int, w: int) -> None:
     x = torch.randn(2, 16, h, w, generator=torch.Generator().manual_seed(1))
