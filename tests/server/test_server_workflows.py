@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -173,14 +174,19 @@ def test_queue_cli_reports_a_job_the_server_no_longer_has(server, api):
 
     from server.client import EXIT_FAILED, ClientError, _job
 
-    async def fetch(prompt_id: str) -> dict:
+    async def get_job(prompt_id: str) -> dict:
         async with aiohttp.ClientSession() as session:
             return await _job(session, server.url, prompt_id)
 
+    def fetch(prompt_id: str) -> dict:
+        # On its own thread: another test in the session may have left this thread's loop running.
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, get_job(prompt_id)).result(30)
+
     pid = api.queue(math_prompt(2))
-    assert asyncio.run(fetch(pid))["status"] == "success"
+    assert fetch(pid)["status"] == "success"
     assert api.post("/history", {"clear": True}).json() == {"deleted": 1}
     with pytest.raises(ClientError) as err:
-        asyncio.run(fetch(pid))
+        fetch(pid)
     assert err.value.code == EXIT_FAILED
     assert f"job {pid}: server answered 404" in str(err.value) and "no job" in str(err.value)
