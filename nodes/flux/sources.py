@@ -199,6 +199,7 @@ def load_part(path: Path, kind: str, quantization: str, dtype_choice: str, devic
     part = PARTS[kind]
     folder = path / part.subfolder
     check_files(path, kind)
+    _headers(folder)  # a damaged weights file is named here, whichever library would read it
     dtype = resolve_dtype(dtype_choice, device, folder)
     q.check_choice(quantization)
     if quantization != q.NONE and not part.quantizable:

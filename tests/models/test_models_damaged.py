@@ -118,3 +118,15 @@ def test_incomplete_folder_fails_in_the_loader_node(
         nodes.load_all().get(loader).run(ctx, source=DEMO_NAME, **inputs)
     with pytest.raises(ModelSourceError, match="download the model again"):
         load_part(demo_path, kind, q.NONE, "auto", CPU)
+
+
+@pytest.mark.parametrize("kind,subfolder", [("VAE", "vae"), ("T5", "text_encoder_2")])
+def test_cut_off_file_is_named_whatever_the_dtype(demo_path, kind, subfolder):
+    """With an explicit dtype nothing reads the headers for the dtype: the libraries would
+    report the damaged file in their own words; the loader names it first."""
+    file = weights(demo_path / subfolder)
+    data = file.read_bytes()
+    file.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelSourceError, match="not a complete safetensors file") as err:
+        load_part(demo_path, kind, q.NONE, "fp32", CPU)
+    assert str(file) in str(err.value)
