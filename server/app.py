@@ -178,6 +178,14 @@ def serve_main(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"fluxloom serve: {EXTRA_NODES_ENV}: cannot import {exc.name or exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # the module itself failed while importing (a custom node's bug)
+        where = exc.__traceback__
+        while where is not None and where.tb_next is not None:
+            where = where.tb_next
+        at = f" ({where.tb_frame.f_code.co_filename}:{where.tb_lineno})" if where is not None else ""
+        failed = f"importing custom nodes failed{at}: {type(exc).__name__}: {exc}"
+        print(f"fluxloom serve: {EXTRA_NODES_ENV}: {failed}", file=sys.stderr)
+        return 2
     if extra:
         log.info("custom nodes from %s", ", ".join(extra))
     data = Path(args.data_dir)

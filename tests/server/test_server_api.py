@@ -4,6 +4,8 @@ node_modules) without escapes; /object_info and /system_stats in ComfyUI's shape
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 from server.app import served_routes
 from server.routes import ROUTES
@@ -110,3 +112,19 @@ def test_repo_web_folder_serves_litegraph(server, api):
     on_disk = os.path.join(REPO, "web/node_modules/@comfyorg/litegraph/dist/litegraph.es.js")
     assert len(r.body) == os.path.getsize(on_disk)
     assert api.get("/").status == 200  # index.html, or a placeholder until the canvas lands
+
+
+def test_serve_names_a_custom_node_module_that_fails_to_import(tmp_path):
+    (tmp_path / "broken_nodes.py").write_text('raise RuntimeError("boom at import")\n')
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "FLUXLOOM_EXTRA_NODES": "broken_nodes"}
+    run = subprocess.run(
+        [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--data-dir", str(tmp_path / "d")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2
+    assert "broken_nodes.py:1" in run.stderr and "RuntimeError: boom at import" in run.stderr
+    assert "Traceback" not in run.stderr
