@@ -117,6 +117,8 @@ async def _read_upload(request: web.Request, limit: int) -> tuple[dict[str, str]
     data, filename = None, None
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):  # a multipart inside the multipart
+            raise BadRequest("invalid_request", "malformed multipart upload: nested multipart part")
         if part.name == "image":
             filename = part.filename
             buf = bytearray()

@@ -208,6 +208,13 @@ def test_uploads_stay_inside_and_must_be_images(server, tmp_path):
     assert not (server.runtime.env.input_dir / "notes.png").exists()
     r = api.request("POST", "/upload/image", raw=b"x", headers={"Content-Type": "text/plain"})
     assert r.status == 400
+    nested = (
+        b"--xx\r\nContent-Type: multipart/mixed; boundary=yy\r\n\r\n--yy\r\n\r\nx\r\n--yy--\r\n--xx--\r\n"
+    )
+    r = api.request(
+        "POST", "/upload/image", raw=nested, headers={"Content-Type": "multipart/mixed; boundary=xx"}
+    )
+    assert r.status == 400 and "nested multipart" in r.json()["error"]["message"]
 
 
 def test_size_limits(tmp_path):
