@@ -3,12 +3,15 @@ EmptyLatent16ch, the blank canvas of a text-to-image run."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 
 from nodes.base import Input, Int, NodeContext, Output, node
 from nodes.flux import math as fm
+
+log = logging.getLogger("fluxloom.flux")
 
 
 @dataclass(frozen=True)
@@ -59,4 +62,12 @@ def check_latent(latent, where: str) -> torch.Tensor:
 )
 def empty_latent(ctx: NodeContext, width: int, height: int, batch_size: int) -> tuple[dict]:
     h, w = fm.latent_grid(height, width)
+    if (8 * w, 8 * h) != (width, height):  # as FluxPipeline, which warns and sizes down too
+        log.warning(
+            "EmptyLatent16ch: %dx%d is not a multiple of 16; the image will be %dx%d",
+            width,
+            height,
+            8 * w,
+            8 * h,
+        )
     return ({"samples": torch.zeros(batch_size, fm.LATENT_CHANNELS, h, w)},)

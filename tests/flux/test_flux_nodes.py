@@ -226,3 +226,18 @@ def test_load_image_lists_input_files_for_upload(flux_runtime) -> None:
     choices, options = info["input"]["required"]["image"]
     assert "sub/nested.png" in choices and "notes.txt" not in choices
     assert options["image_upload"] is True
+
+
+def test_empty_latent_size_not_a_multiple_of_16_is_floored_and_said(flux_runtime, caplog) -> None:
+    from nodes.base import NodeContext
+
+    node = flux_runtime.registry.get("EmptyLatent16ch")
+    ctx = NodeContext(env=flux_runtime.env, node_id="e")
+    with caplog.at_level("WARNING", logger="fluxloom.flux"):
+        (latent,) = node.run(ctx, width=1000, height=1024, batch_size=2)
+    assert latent["samples"].shape == (2, 16, 128, 124)
+    assert "1000x1024 is not a multiple of 16; the image will be 992x1024" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fluxloom.flux"):
+        node.run(ctx, width=1008, height=1024, batch_size=1)
+    assert "multiple of 16" not in caplog.text
