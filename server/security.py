@@ -76,14 +76,20 @@ def json_error(status: int, kind: str, message: str) -> web.Response:
 
 
 def _host_name(host_header: str) -> str:
-    return urlsplit("//" + host_header).hostname or ""
+    try:
+        return urlsplit("//" + host_header).hostname or ""
+    except ValueError:  # e.g. "[::1" (a malformed IPv6 literal): no name, so not loopback
+        return ""
 
 
 def _origin_matches(request: web.Request, origin: str) -> bool:
     """Same scheme-less netloc as the Host the request was sent to."""
     if origin == "null":
         return False
-    parts = urlsplit(origin)
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # a malformed Origin matches nothing
+        return False
     return bool(parts.netloc) and parts.netloc.lower() == (request.host or "").lower()
 
 
@@ -99,7 +105,10 @@ def make_middleware(cfg: SecurityConfig) -> Callable:
     async def security(request: web.Request, handler: Handler) -> web.StreamResponse:
         if cfg.token:
             given = _token_of(request)
-            if given is None or not hmac.compare_digest(given.encode(), cfg.token.encode()):
+            # surrogatepass: header bytes that are not UTF-8 arrive as surrogates; they compare unequal.
+            if given is None or not hmac.compare_digest(
+                given.encode("utf-8", "surrogatepass"), cfg.token.encode("utf-8", "surrogatepass")
+            ):
                 return json_error(
                     401, "unauthorized", "an access token is required (Authorization: Bearer …)"
                 )

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -138,6 +139,31 @@ def test_cross_origin_state_changes_are_refused(server, api):
     ws = server.ws("x", headers={"Origin": own})
     assert ws.recv()["type"] == "status"
     ws.close()
+
+
+def _raw_status(port: int, head: bytes) -> int:
+    """Send raw request bytes (headers urllib would refuse to write); the answer's status."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head + b"Connection: close\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    return int(answer.split()[1])
+
+
+def test_malformed_token_host_and_origin_headers_are_refused_not_500(token_server, server):
+    for head in (
+        b"GET /prompt HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \xff\xfe\r\n",
+        b"GET /prompt HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: fluxloom_token=\xff\r\n",
+    ):
+        assert _raw_status(token_server.port, head) == 401
+    assert _raw_status(token_server.port, b"GET /prompt?token=s3cret HTTP/1.1\r\nHost: 127.0.0.1\r\n") == 200
+    for head in (
+        b"GET /prompt HTTP/1.1\r\nHost: [::1\r\n",
+        b"POST /interrupt HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://[::1\r\nContent-Length: 0\r\n",
+    ):
+        assert _raw_status(server.port, head) == 403
+    assert _raw_status(server.port, b"GET /prompt HTTP/1.1\r\nHost: 127.0.0.1\r\n") == 200
 
 
 def test_dns_rebinding_host_is_refused(server, api):
