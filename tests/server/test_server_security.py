@@ -151,13 +151,17 @@ def _raw_status(port: int, head: bytes) -> int:
     return int(answer.split()[1])
 
 
-def test_malformed_token_host_and_origin_headers_are_refused_not_500(token_server, server):
-    for head in (
-        b"GET /prompt HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \xff\xfe\r\n",
-        b"GET /prompt HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: fluxloom_token=\xff\r\n",
-    ):
-        assert _raw_status(token_server.port, head) == 401
-    assert _raw_status(token_server.port, b"GET /prompt?token=s3cret HTTP/1.1\r\nHost: 127.0.0.1\r\n") == 200
+def test_malformed_token_host_and_origin_headers_are_refused_not_500(server, tmp_path):
+    guarded = ServerThread(tmp_path / "guarded", security=SecurityConfig(token="s3cret")).start()
+    try:
+        for head in (
+            b"GET /prompt HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \xff\xfe\r\n",
+            b"GET /prompt HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: fluxloom_token=\xff\r\n",
+        ):
+            assert _raw_status(guarded.port, head) == 401
+        assert _raw_status(guarded.port, b"GET /prompt?token=s3cret HTTP/1.1\r\nHost: 127.0.0.1\r\n") == 200
+    finally:
+        guarded.stop()
     for head in (
         b"GET /prompt HTTP/1.1\r\nHost: [::1\r\n",
         b"POST /interrupt HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://[::1\r\nContent-Length: 0\r\n",
