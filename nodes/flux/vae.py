@@ -49,6 +49,8 @@ def vae_input(image: torch.Tensor) -> torch.Tensor:
     the channels-first view (same strides as its numpy transpose), sizes floored to multiples of
     16 with nearest-neighbour resizing when needed, then 2x - 1."""
     x = image[..., :3].permute(0, 3, 1, 2)
+    if x.shape[1] == 1:  # a grayscale IMAGE: the VAE takes RGB, as LoadImage makes it
+        x = x.expand(-1, 3, -1, -1)
     height, width = (n - n % SIZE_MULTIPLE for n in x.shape[2:])
     if (height, width) != tuple(x.shape[2:]):
         x = F.interpolate(x, size=(height, width))

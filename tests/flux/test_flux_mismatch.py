@@ -56,3 +56,17 @@ def test_a_transformer_with_extra_input_channels_is_named(transformer) -> None:
     good = cond(config["joint_attention_dim"], config["pooled_projection_dim"])
     with pytest.raises(ValueError, match="takes 128 channels per latent token, not 64"):
         run(fill, good)
+
+
+def test_vae_encode_takes_a_grayscale_image_as_rgb(flux_models) -> None:
+    """SaveImage and VAEEncode accept IMAGEs with 1, 3 or 4 channels; one channel used to reach
+    the VAE's first convolution and fail there."""
+    from nodes.flux.vae import encode
+
+    vae = load_part(model_dir(flux_models, "tiny-dev"), "VAE", q.NONE, "fp32", CPU)
+    vae.device = CPU
+    gray = torch.rand(1, 32, 48, 1, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = encode(vae, gray)["samples"]
+        rgb = encode(vae, gray.expand(-1, -1, -1, 3))["samples"]
+    assert ours.shape == (1, 16, 4, 6) and torch.equal(ours, rgb)
