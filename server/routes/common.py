@@ -4,6 +4,7 @@ and JSON errors."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,11 +84,22 @@ async def read_json(request: web.Request, default: Any = None) -> Any:
     if not body.strip():
         return default
     try:
-        return json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+        data = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
         raise BadRequest("invalid_json", f"request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise BadRequest("invalid_json", "request body is not valid JSON: nested too deeply") from None
+    if _MAY_HOLD_SURROGATES.search(body):
+        # json takes unpaired surrogates ("\ud800"); SQLite, files and logs cannot encode them.
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            message = "request body has an unpaired UTF-16 surrogate (\\ud800-\\udfff)"
+            raise BadRequest("invalid_json", message) from None
+    return data
+
+
+_MAY_HOLD_SURROGATES = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
 def _no_constant(name: str) -> float:

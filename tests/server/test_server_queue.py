@@ -245,6 +245,18 @@ def test_malformed_bodies_are_400_not_500(api):
         r = api.request("POST", "/prompt", raw=raw)
         assert r.status == 400, r.body
         assert r.json()["error"]["type"] == "invalid_json" and named in r.json()["error"]["message"]
+    # Unpaired surrogates parse, but SQLite cannot store them: refused before anything is written.
+    for raw in (
+        b'{"prompt": %s, "client_id": "\\ud800"}' % prompt.encode(),
+        b'{"prompt": %s, "prompt_id": "a\\udfff"}' % prompt.encode(),
+    ):
+        r = api.request("POST", "/prompt", raw=raw)
+        assert r.status == 400 and "unpaired UTF-16 surrogate" in r.json()["error"]["message"]
+    r = api.request("POST", "/queue", raw=b'{"delete": ["\\ud800"]}')
+    assert r.status == 400 and r.json()["error"]["type"] == "invalid_json"
+    r = api.request("POST", "/prompt", raw=b'{"prompt": %s, "client_id": "\\ud83d\\ude00"}' % prompt.encode())
+    assert r.status == 200  # a surrogate pair (an escaped emoji) is fine
+    assert api.wait_job(r.json()["prompt_id"])["status"] == "success"
     r = api.post("/prompt", {"prompt": math_prompt(1), "number": 10**30})
     assert r.status == 400 and r.json()["error"]["type"] == "invalid_prompt"
     assert api.get("/queue").json() == {"queue_running": [], "queue_pending": []}
