@@ -160,6 +160,10 @@ async def post_upload_image(request: web.Request) -> web.Response:
     name = filename
     if not name or "/" in name or "\\" in name or name.startswith(".") or "\x00" in name:
         raise BadRequest("forbidden_path", f"bad file name {filename!r} (no folders, no leading dot)", 403)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8: a file no client could name again
+        raise BadRequest("invalid_request", f"file name {name!r} is not valid UTF-8") from None
     if len(name.encode("utf-8", "surrogatepass")) > UPLOAD_NAME_MAX:  # room for " (12)" when taken
         raise BadRequest("invalid_request", f"file name over {UPLOAD_NAME_MAX} bytes: {name[:64]!r}…")
     target = _safe(folder, subfolder, name)

@@ -245,6 +245,16 @@ def test_uploads_stay_inside_and_must_be_images(server, tmp_path):
         "POST", "/upload/image", raw=nested, headers={"Content-Type": "multipart/mixed; boundary=xx"}
     )
     assert r.status == 400 and "nested multipart" in r.json()["error"]["message"]
+    # A file name that is not UTF-8 could be stored but never named again by a client.
+    body = (
+        b'--xx\r\nContent-Disposition: form-data; name="image"; filename="\xff.png"\r\n\r\n'
+        + png_bytes()
+        + b"\r\n--xx--\r\n"
+    )
+    r = api.request(
+        "POST", "/upload/image", raw=body, headers={"Content-Type": "multipart/form-data; boundary=xx"}
+    )
+    assert r.status == 400 and "not valid UTF-8" in r.json()["error"]["message"]
 
 
 def test_size_limits(tmp_path):
