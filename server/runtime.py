@@ -4,6 +4,7 @@ the benchmarks, so they all behave the same."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,8 +56,10 @@ def attach_models(env: NodeEnv, config: RuntimeConfig) -> None:
     """Give the nodes a model manager (and the demo model when nothing is installed).
     The FLUX issue fills this in; without it the engine runs model-free nodes only."""
     try:
-        from server import models as model_manager  # noqa: F401
-    except ImportError:
+        model_manager = importlib.import_module("server.models")
+    except ModuleNotFoundError as exc:
+        if exc.name != "server.models":
+            raise  # the module is there but broken (e.g. a missing dependency): say so
         return
     setup = getattr(model_manager, "setup_environment", None)
     if setup is not None:
