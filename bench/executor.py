@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,8 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nodes  # noqa: E402
 from nodes.base import NodeContext, NodeEnv  # noqa: E402
-from server.cache import OutputCache  # noqa: E402
-from server.executor import Executor  # noqa: E402
+from server.runtime import RuntimeConfig, create_runtime  # noqa: E402
 
 
 def chain_prompt(n: int) -> dict:
@@ -51,6 +51,14 @@ def direct(n: int, registry) -> float:
     return time.perf_counter() - t0
 
 
+def app_executor(tmp: Path):
+    """A fresh executor set up exactly as `fluxloom serve` / `run` set theirs up (model manager,
+    demo-model prompt hook), without writing the demo model."""
+    dirs = {name: tmp / name for name in ("models", "output", "input", "temp")}
+    config = RuntimeConfig(**{f"{k}_dir": v for k, v in dirs.items()}, ensure_demo_model=False)
+    return create_runtime(config).executor
+
+
 def listener(event: str, data: dict) -> None:
     pass  # the server's listener forwards; here we only pay for the calls
 
@@ -65,9 +73,10 @@ def main() -> None:
     prompt = chain_prompt(n)
 
     t_direct, t_first, t_cached = [], [], []
+    tmp = tempfile.mkdtemp(prefix="fluxloom-bench-")
     for r in range(args.repeats):
         t_direct.append(direct(n, registry))
-        ex = Executor(registry, NodeEnv(), OutputCache())
+        ex = app_executor(Path(tmp))
         t0 = time.perf_counter()
         first = ex.execute(prompt, f"first{r}", listener)
         t_first.append(time.perf_counter() - t0)

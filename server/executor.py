@@ -18,12 +18,12 @@ import traceback
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nodes.base import Combo, Interrupted, NodeContext, NodeEnv, NodeRegistry, NodeResult
 from server.cache import CacheEntry, OutputCache, signature
-from server.graph import ValidatedPrompt, validate_prompt
+from server.graph import ValidatedPrompt, apply_prompt_hooks, validate_prompt
 
 log = logging.getLogger("fluxloom.executor")
 
@@ -116,25 +116,29 @@ class Executor:
         return static
 
     def _prepare(self, prompt: dict[str, Any]) -> tuple[ValidatedPrompt, dict[str, str] | None]:
+        """Validate (and, for static prompts, sign) a prompt, reusing the work done for an
+        identical one. The memo key is the prompt *after* the prompt hooks, so a hook that reads
+        the machine's state (e.g. which models are installed) changes the key when it matters;
+        and only prompts whose node types are all static are kept, so validation that reads
+        the disk (model/image choices, file fingerprints) is never reused."""
+        prompt, warnings = apply_prompt_hooks(prompt, self.env)
         try:
-            # No memo while prompt hooks exist: they may rewrite the prompt from the machine's state.
-            key = None if self.env.prompt_hooks else json.dumps(prompt, sort_keys=True)
+            key = json.dumps(prompt, sort_keys=True)
         except (TypeError, ValueError):
             key = None
         if key is not None and key in self._prepared:
             self._prepared.move_to_end(key)
-            return self._prepared[key]
-        vp = validate_prompt(prompt, self.registry, self.env)
-        if (
-            key is None
-            or self.env.prompt_hooks
-            or not all(self._is_static(n["class_type"]) for n in vp.prompt.values())
-        ):
+            vp, sigs = self._prepared[key]
+            return (replace(vp, warnings=warnings) if warnings else vp), sigs
+        vp = validate_prompt(prompt, self.registry, self.env, hooks_applied=True)
+        vp.warnings = warnings
+        if key is None or not all(self._is_static(n["class_type"]) for n in vp.prompt.values()):
             return vp, None
-        prepared = self._prepared[key] = (vp, self.signatures(vp))
+        sigs = self.signatures(vp)
+        self._prepared[key] = (replace(vp, warnings=[]), sigs)
         if len(self._prepared) > 64:
             self._prepared.popitem(last=False)
-        return prepared
+        return vp, sigs
 
     def execute(
         self,

@@ -4,7 +4,6 @@ JSON shape: `{"error": {...}, "node_errors": {id: {"errors": [...], "class_type"
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,16 +117,35 @@ def _output_type(d: NodeDef, slot: int) -> str | None:
     return d.outputs[slot].type if 0 <= slot < len(d.outputs) else None
 
 
-def validate_prompt(prompt: Any, registry: NodeRegistry, env: NodeEnv | None = None) -> ValidatedPrompt:
-    """Validate an API-format prompt; raise ValidationError carrying every error found."""
+def apply_prompt_hooks(prompt: Any, env: NodeEnv | None) -> tuple[Any, list[str]]:
+    """Run `env.prompt_hooks` on a copy of the prompt; return it and the hooks' warnings.
+    Hooks rewrite input values, so the prompt and each node's `inputs` are copied (a deep copy
+    would cost more than validating)."""
+    if env is None or not env.prompt_hooks or not isinstance(prompt, dict):
+        return prompt, []
+    hooked = {
+        nid: {**n, "inputs": dict(n["inputs"])}
+        if isinstance(n, dict) and isinstance(n.get("inputs"), dict)
+        else n
+        for nid, n in prompt.items()
+    }
+    warnings: list[str] = []
+    for hook in env.prompt_hooks:
+        warnings.extend(hook(hooked, env))
+    return hooked, warnings
+
+
+def validate_prompt(
+    prompt: Any, registry: NodeRegistry, env: NodeEnv | None = None, *, hooks_applied: bool = False
+) -> ValidatedPrompt:
+    """Validate an API-format prompt; raise ValidationError carrying every error found.
+    `hooks_applied`: the caller already ran `apply_prompt_hooks` (and keeps its warnings)."""
     if not isinstance(prompt, dict) or not prompt:
         raise ValidationError(_err("invalid_prompt", "Prompt must be a non-empty JSON object of nodes"))
 
     warnings: list[str] = []
-    if env is not None and env.prompt_hooks:
-        prompt = copy.deepcopy(prompt)
-        for hook in env.prompt_hooks:
-            warnings.extend(hook(prompt, env))
+    if not hooks_applied:
+        prompt, warnings = apply_prompt_hooks(prompt, env)
     node_errors: dict[str, list[dict]] = {}
     coerced: dict[str, Any] = {}
     edges: list[tuple[str, str]] = []

@@ -191,3 +191,29 @@ def test_prompt_hooks_added_later_are_not_bypassed_by_the_memo(executor):
     result = executor.execute(prompt, "b")
     assert result.outputs["2"] == {"value": [5]}
     assert ("execution_warning", {"prompt_id": "b", "message": "value bumped"}) in result.messages
+
+
+def test_memo_works_with_hooks_and_follows_what_they_rewrite(executor, calls):
+    """The app always installs a prompt hook (demo-model substitution): identical static prompts
+    must still reuse their validation, keep the hook's warnings, and notice when the hook
+    rewrites differently (the machine's state changed)."""
+    prompt = {
+        "1": {"class_type": "Const", "inputs": {"value": 2}},
+        "2": {"class_type": "Record", "inputs": {"value": ["1", 0]}},
+    }
+    state = {"value": 3}
+
+    def rewrite(p, env):
+        p["1"]["inputs"]["value"] = state["value"]
+        return [f"value set to {state['value']}"]
+
+    executor.env.prompt_hooks.append(rewrite)
+    first = executor.execute(prompt, "a")
+    assert first.outputs["2"] == {"value": [3]} and len(executor._prepared) == 1
+    again = executor.execute(prompt, "b")
+    assert again.executed == [] and len(executor._prepared) == 1  # memo hit
+    assert ("execution_warning", {"prompt_id": "b", "message": "value set to 3"}) in again.messages
+    state["value"] = 4
+    changed = executor.execute(prompt, "c")
+    assert changed.outputs["2"] == {"value": [4]} and "1" in changed.executed
+    assert prompt["1"]["inputs"]["value"] == 2  # the caller's prompt is never rewritten
