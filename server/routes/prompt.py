@@ -29,7 +29,7 @@ async def enqueue(st: AppState, prompt: Any, body: dict[str, Any], overrides: An
         if overrides:
             if not isinstance(overrides, dict):
                 raise WorkflowError('"set" must be an object of {"node.input": value}')
-            prompt = apply_overrides(prompt, overrides)
+            prompt = apply_overrides(prompt, overrides, st.runtime.registry)
     except (WorkflowError, KeyError, TypeError, AttributeError) as exc:
         raise BadRequest("invalid_workflow", f"workflow could not be converted: {exc}") from None
     try:

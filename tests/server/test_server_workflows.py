@@ -121,6 +121,8 @@ def test_queue_saved_workflow_with_overrides(shipped, server, api):
 
     r = api.post("/workflows/mine/queue", {"set": {"Nobody.start": 1}})
     assert r.status == 400 and "no node has id or title 'Nobody'" in r.json()["error"]["message"]
+    r = api.post("/workflows/mine/queue", {"set": {"1.stpes": 3}})  # a typo must not be ignored
+    assert r.status == 400 and "stpes" in r.json()["error"]["message"]
     r = api.post("/workflows/mine/queue", {"set": {"1.steps": 0}})
     assert r.status == 400 and r.json()["node_errors"]["1"]["errors"][0]["type"] == "value_smaller_than_min"
     assert api.post("/workflows/missing/queue", {}).status == 404
