@@ -152,10 +152,11 @@ def write_pngs(
     return results
 
 
-def _check_images(images, where: str) -> torch.Tensor:
+def check_image_tensor(images, where: str) -> torch.Tensor:
+    """An IMAGE as every node takes it: a float tensor [B, H, W, C] (C 1, 3 or 4) in 0..1."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
         shape = list(getattr(images, "shape", [])) or type(images).__name__
-        raise ValueError(f"{where}: images must be an IMAGE tensor [B, H, W, C], got {shape}")
+        raise ValueError(f"{where}: images must be an IMAGE tensor [B, H, W, C] in 0..1, got {shape}")
     return images
 
 
@@ -175,7 +176,7 @@ def _check_images(images, where: str) -> torch.Tensor:
     output_node=True,
 )
 def save_image(ctx: NodeContext, images: torch.Tensor, filename_prefix: str) -> NodeResult:
-    _check_images(images, "SaveImage")
+    check_image_tensor(images, "SaveImage")
     workflow = ctx.extra_pnginfo.get("workflow") if ctx.extra_pnginfo else None
     saved = write_pngs(
         images, Path(ctx.env.output_dir), filename_prefix, "output", ctx.prompt or None, workflow
@@ -192,7 +193,7 @@ def save_image(ctx: NodeContext, images: torch.Tensor, filename_prefix: str) -> 
     output_node=True,
 )
 def preview_image(ctx: NodeContext, images: torch.Tensor) -> NodeResult:
-    _check_images(images, "PreviewImage")
+    check_image_tensor(images, "PreviewImage")
     prefix = f"fluxloom_temp_{secrets.token_hex(3)}"
     workflow = ctx.extra_pnginfo.get("workflow") if ctx.extra_pnginfo else None
     saved = write_pngs(images, Path(ctx.env.temp_dir), prefix, "temp", ctx.prompt or None, workflow)

@@ -14,6 +14,7 @@ import torch
 
 from nodes.base import Input, Int, NodeContext, Output, Socket, String, node
 from nodes.flux import math as fm
+from nodes.flux import model_manager
 
 log = logging.getLogger("fluxloom.flux")
 
@@ -111,6 +112,5 @@ def encode_prompt(models, clip, t5, prompt: str, prompt_2: str, max_sequence_len
 def encode_prompt_node(
     ctx: NodeContext, clip, t5, prompt: str, prompt_2: str, max_sequence_length: int
 ) -> tuple[Conditioning]:
-    if ctx.env.models is None:
-        raise RuntimeError("EncodePrompt needs the model manager, which this runtime does not have")
-    return (encode_prompt(ctx.env.models, clip, t5, prompt, prompt_2, max_sequence_length),)
+    models = model_manager(ctx, "EncodePrompt")
+    return (encode_prompt(models, clip, t5, prompt, prompt_2, max_sequence_length),)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from nodes.base import Combo, Input, NodeContext, Output, Socket, node
+from nodes.flux import model_manager
 from server.models import ModelHandle
 
 OFFLOAD = "offload to CPU RAM"
@@ -33,9 +34,7 @@ MODES = (OFFLOAD, RELEASE)
     outputs=[Output("*", "value")],
 )
 def model_offload(ctx: NodeContext, model: ModelHandle, value: Any, mode: str) -> tuple[Any]:
-    manager = ctx.env.models
-    if manager is None:
-        raise RuntimeError("no model manager is set up (run through fluxloom's runtime)")
+    manager = model_manager(ctx, "ModelOffload")
     if not isinstance(model, ModelHandle):
         raise TypeError(f"input 'model' must come from a loader node, got {type(model).__name__}")
     if mode == RELEASE:

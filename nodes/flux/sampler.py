@@ -15,6 +15,7 @@ import torch
 
 from nodes.base import MAX_SEED, Float, Input, Int, NodeContext, Output, Socket, node
 from nodes.flux import math as fm
+from nodes.flux import model_manager
 from nodes.flux.encode import Conditioning
 from nodes.flux.latent import VAEPosterior, check_latent
 
@@ -199,12 +200,11 @@ def flux_sampler(
     negative: Conditioning | None = None,
 ) -> tuple[dict]:
     check_latent(latent, "FluxSampler")
-    if ctx.env.models is None:
-        raise RuntimeError("FluxSampler needs the model manager, which this runtime does not have")
+    models = model_manager(ctx, "FluxSampler")
     settings = SamplerSettings(seed, steps, guidance, true_cfg_scale, denoise)
     cfg = fm.ShiftConfig.for_pipeline(Path(model.path))
     ctx.check_interrupt()
-    with torch.no_grad(), ctx.env.models.use(model) as loaded:
+    with torch.no_grad(), models.use(model) as loaded:
         out = sample(
             loaded.module,
             positive,

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 
 from nodes.base import Input, NodeContext, Output, Socket, node
 from nodes.flux import math as fm
+from nodes.flux import model_manager
 from nodes.flux.latent import VAEPosterior, check_latent
+from nodes.image import check_image_tensor
 
 SIZE_MULTIPLE = fm.VAE_SCALE * fm.PATCH  # 16 pixels: one packed latent token
 
@@ -34,9 +36,7 @@ def decode(loaded, samples: torch.Tensor) -> torch.Tensor:
 
 
 def check_image(image, where: str) -> torch.Tensor:
-    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
-        shape = list(getattr(image, "shape", [])) or type(image).__name__
-        raise ValueError(f"{where}: IMAGE must be a tensor [B, H, W, 3] in 0..1, got {shape}")
+    check_image_tensor(image, where)
     if image.shape[1] < SIZE_MULTIPLE or image.shape[2] < SIZE_MULTIPLE:
         raise ValueError(
             f"{where}: the image is {image.shape[2]}x{image.shape[1]}; FLUX needs at least 16x16"
@@ -77,9 +77,7 @@ def encode(loaded, image: torch.Tensor) -> dict:
 )
 def vae_decode(ctx: NodeContext, vae, latent: dict) -> tuple[torch.Tensor]:
     samples = check_latent(latent, "VAEDecode")
-    if ctx.env.models is None:
-        raise RuntimeError("VAEDecode needs the model manager, which this runtime does not have")
-    with torch.no_grad(), ctx.env.models.use(vae) as loaded:
+    with torch.no_grad(), model_manager(ctx, "VAEDecode").use(vae) as loaded:
         return (decode(loaded, samples),)
 
 
@@ -93,7 +91,5 @@ def vae_decode(ctx: NodeContext, vae, latent: dict) -> tuple[torch.Tensor]:
 )
 def vae_encode(ctx: NodeContext, vae, image: torch.Tensor) -> tuple[dict]:
     check_image(image, "VAEEncode")
-    if ctx.env.models is None:
-        raise RuntimeError("VAEEncode needs the model manager, which this runtime does not have")
-    with torch.no_grad(), ctx.env.models.use(vae) as loaded:
+    with torch.no_grad(), model_manager(ctx, "VAEEncode").use(vae) as loaded:
         return (encode(loaded, image),)
