@@ -30,8 +30,8 @@ import torch  # noqa: E402
 
 from nodes.flux import math as fm  # noqa: E402
 from nodes.flux.demo import DEMO_MARKER, PRESETS, build_tiny_flux  # noqa: E402
-from server.graph import validate_prompt  # noqa: E402
 from server.runtime import RuntimeConfig, create_runtime  # noqa: E402
+from server.validation import validate_prompt  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SOURCE = "bench-medium"

@@ -2,7 +2,7 @@
 
 A node is a plain function decorated with `@registry.node(...)`. The declaration names its
 class_type, category, inputs (sockets or widgets) and outputs; the same object renders the
-ComfyUI-compatible `/object_info` entry, drives validation in `server.graph`, and is what the
+ComfyUI-compatible `/object_info` entry, drives validation in `server.validation`, and is what the
 canvas draws. The run function receives a `NodeContext` first, then its inputs as keyword
 arguments, and returns a tuple with one value per output (or a `NodeResult` when it also has
 something to show in the UI).

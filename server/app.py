@@ -1,7 +1,7 @@
 """The aiohttp application: routes, websocket hub, security, the worker thread, and
 `fluxloom serve`.
 
-One prompt's path: `routes/prompt.py` validates and writes it to `queue.py` (SQLite); the thread
+One prompt's path: `routes/prompt.py` validates and writes it to `store.py` (SQLite); the thread
 in `worker.py` claims it and runs `executor.py`; executor events cross to the event loop with
 `call_soon_threadsafe` and leave through `ws.py`; the result lands in the history row.
 """
@@ -22,11 +22,11 @@ from aiohttp import web
 
 from nodes.base import NodeRegistry
 from server.openapi import describe
-from server.queue import PromptStore
 from server.routes import add_routes
 from server.routes.common import STATE, AppState, BadRequest, Limits, status_payload
 from server.runtime import Runtime, RuntimeConfig, create_runtime
 from server.security import BindRefused, SecurityConfig, check_bind, json_error, make_middleware
+from server.store import PromptStore
 from server.worker import Worker
 from server.ws import Hub
 

@@ -208,8 +208,8 @@ def runtime_config(args: argparse.Namespace, **dirs: Path):
 def cmd_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from server.graph import ValidationError
     from server.runtime import create_runtime
+    from server.validation import ValidationError
     from server.workflow_io import WorkflowError, apply_overrides, load_workflow, parse_override, to_api
 
     try:
@@ -325,7 +325,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _report_invalid(args: argparse.Namespace, payload: dict, prompt: dict | None = None) -> int:
-    from server.graph import format_errors
+    from server.validation import format_errors
 
     if args.json:
         print(json.dumps({"status": "invalid", **payload}, indent=2))

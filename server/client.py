@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 
-from server.graph import format_errors
+from server.validation import format_errors
 from server.workflow_io import WorkflowError, load_workflow, parse_override
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2

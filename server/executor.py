@@ -23,7 +23,7 @@ from typing import Any
 
 from nodes.base import Combo, Interrupted, NodeContext, NodeEnv, NodeRegistry, NodeResult
 from server.cache import CacheEntry, OutputCache, signature
-from server.graph import ValidatedPrompt, apply_prompt_hooks, validate_prompt
+from server.validation import ValidatedPrompt, apply_prompt_hooks, validate_prompt
 
 log = logging.getLogger("fluxloom.executor")
 
@@ -147,7 +147,7 @@ class Executor:
         listener: Listener | None = None,
         extra_data: dict[str, Any] | None = None,
     ) -> ExecutionResult:
-        """Run a prompt to completion. Validation errors raise `server.graph.ValidationError`;
+        """Run a prompt to completion. Validation errors raise `server.validation.ValidationError`;
         every other failure comes back as an ExecutionResult with status error/interrupted."""
         if isinstance(prompt, ValidatedPrompt):
             vp, sigs = prompt, None

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from server.executor import ExecutionResult
-from server.graph import ValidationError
-from server.queue import ERROR, INTERRUPTED, SUCCESS, PromptRow, PromptStore
 from server.runtime import Runtime
+from server.store import ERROR, INTERRUPTED, SUCCESS, PromptRow, PromptStore
+from server.validation import ValidationError
 
 log = logging.getLogger("fluxloom.worker")
 

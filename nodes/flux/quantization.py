@@ -13,15 +13,14 @@ What works where (bitsandbytes 0.50, torchao 0.18, diffusers 0.42, transformers 
 
 from __future__ import annotations
 
-import json
 import logging
-import struct
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from nodes.flux.checkpoint import CheckpointError, read_tensor, read_tensors, tensor_keys
 
 log = logging.getLogger("fluxloom.models")
 
@@ -197,10 +196,10 @@ def load_streaming(
     linears = {name: m for name, m in model.named_modules() if type(m) is torch.nn.Linear}
     later: dict[str, tuple[Path, str]] = {}
     for file in sorted(folder.glob("*.safetensors")):
-        for key, tensor in _read_safetensors(file, skip=lambda k: _linear_weight(k, linears)):
+        for key, tensor in read_tensors(file, skip=lambda k: _linear_weight(k, linears)):
             module_name, _, name = key.rpartition(".")
             _assign(model, module_name, name, tensor, compute_dtype, device)
-        for key in _safetensors_keys(file):
+        for key in tensor_keys(file):
             if _linear_weight(key, linears):
                 later[key.rpartition(".")[0]] = (file, key)
     done = kept = 0
@@ -210,7 +209,7 @@ def load_streaming(
                 f"{folder}: the checkpoint has no weight for layer {name!r}; is the download complete?"
             )
         file, key = later[name]
-        weight = _read_one(file, key).to(compute_dtype)
+        weight = read_tensor(file, key).to(compute_dtype)
         bias = None if linear.bias is None else linear.bias.data
         q = quantized_linear(
             linear.in_features, linear.out_features, weight, bias, choice, compute_dtype, device
@@ -252,80 +251,6 @@ def _assign(
         module._buffers[name] = value
     else:
         log.debug("checkpoint key %s.%s has no place in the model; skipped", module_name, name)
-
-
-_ST_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-
-
-class CheckpointError(RuntimeError):
-    """A weights file is not a complete safetensors file (an interrupted download, a wrong file)."""
-
-
-def _header(file: Path) -> tuple[dict[str, Any], int]:
-    """A safetensors file's header and where its data starts. A damaged file fails here, naming
-    it, rather than with a struct/JSON error (or a huge allocation, from a garbage length)."""
-    size = file.stat().st_size
-    with open(file, "rb") as fh:
-        head = fh.read(8)
-        n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
-        raw = fh.read(n) if 0 < n <= size - 8 else b""
-    try:
-        header = json.loads(raw)
-        if not isinstance(header, dict):
-            raise ValueError("the header is not a JSON object")
-        header.pop("__metadata__", None)
-        for info in header.values():
-            start, end = info["data_offsets"]
-            if not 0 <= start <= end or 8 + n + end > size:
-                raise ValueError("a tensor lies outside the file")
-    except (ValueError, TypeError, KeyError) as exc:
-        raise CheckpointError(
-            f"{file} is not a complete safetensors file ({exc}); it may be an interrupted "
-            "download: download it again"
-        ) from exc
-    return header, 8 + n
-
-
-def _safetensors_keys(file: Path) -> list[str]:
-    return list(_header(file)[0])
-
-
-def _tensor_at(fh, base: int, info: dict[str, Any]) -> torch.Tensor:
-    start, end = info["data_offsets"]
-    dtype = _ST_DTYPES[info["dtype"]]
-    if end == start:
-        return torch.empty(info["shape"], dtype=dtype)
-    buf = bytearray(end - start)
-    fh.seek(base + start)
-    if fh.readinto(buf) != len(buf):  # the file shrank since its header was read
-        raise CheckpointError(f"{fh.name} ends before its tensor data does; download it again")
-    return torch.frombuffer(buf, dtype=dtype).reshape(info["shape"])
-
-
-def _read_safetensors(file: Path, skip) -> Iterator[tuple[str, torch.Tensor]]:
-    """(key, tensor) pairs read with plain file reads: nothing stays mapped into the process."""
-    header, base = _header(file)
-    with open(file, "rb") as fh:
-        for key, info in header.items():
-            if not skip(key):
-                yield key, _tensor_at(fh, base, info)
-
-
-def _read_one(file: Path, key: str) -> torch.Tensor:
-    header, base = _header(file)
-    with open(file, "rb") as fh:
-        return _tensor_at(fh, base, header[key])
 
 
 def _set_submodule(root: torch.nn.Module, dotted: str, new: torch.nn.Module) -> None:

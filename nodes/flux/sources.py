@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from nodes.flux import quantization as q
+from nodes.flux.checkpoint import CheckpointError, read_header
 
 log = logging.getLogger("fluxloom.models")
 
@@ -119,8 +120,8 @@ def source_path(models_dir: Path | str, name: str) -> Path:
 
 def _headers(folder: Path) -> list[dict[str, Any]]:
     try:
-        return [q._header(f)[0] for f in sorted(folder.glob("*.safetensors"))]
-    except q.CheckpointError as exc:
+        return [read_header(f)[0] for f in sorted(folder.glob("*.safetensors"))]
+    except CheckpointError as exc:
         raise ModelSourceError(str(exc)) from exc
 
 
@@ -264,7 +265,7 @@ def _load_transformer(
             )
         except q.QuantizationError:
             raise
-        except q.CheckpointError as exc:
+        except CheckpointError as exc:
             raise ModelSourceError(str(exc)) from exc
         except Exception as exc:
             raise _quantization_failure("transformer", quantization, device, exc) from exc

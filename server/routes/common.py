@@ -11,9 +11,9 @@ from typing import Any
 
 from aiohttp import web
 
-from server.queue import PromptStore
 from server.runtime import Runtime
 from server.security import json_error
+from server.store import PromptStore
 from server.worker import Worker
 from server.ws import Hub
 

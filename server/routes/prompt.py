@@ -9,9 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
-from server.graph import ValidationError, validate_prompt
-from server.queue import PENDING, RUNNING
 from server.routes.common import AppState, BadRequest, read_object, state
+from server.store import PENDING, RUNNING
+from server.validation import ValidationError, validate_prompt
 from server.workflow_io import WorkflowError, apply_overrides, is_ui_format, to_api
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from server.graph import ValidationError, format_errors, validate_prompt
+from server.validation import ValidationError, format_errors, validate_prompt
 from tests.engine.engine_nodes import registry
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from server.graph import validate_prompt
 from server.runtime import Runtime
+from server.validation import validate_prompt
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

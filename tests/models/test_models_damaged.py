@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from nodes.flux import quantization as q
+from nodes.flux.checkpoint import CheckpointError, read_header, tensor_at
 from nodes.flux.sources import ModelSourceError, estimate_bytes, load_part, stored_dtype
 
 CPU = torch.device("cpu")
@@ -54,12 +55,12 @@ def test_cut_off_transformer_is_not_loaded_with_zero_weights(demo_path, choice):
 def test_file_shrinking_while_read_fails(demo_path, tmp_path):
     """The tensor read itself checks that it got every byte."""
     file = weights(demo_path / "transformer")
-    header, base = q._header(file)
+    header, base = read_header(file)
     key, info = max(header.items(), key=lambda kv: kv[1]["data_offsets"][1])
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(file.read_bytes()[: base + info["data_offsets"][1] - 4])
-    with open(cut, "rb") as fh, pytest.raises(q.CheckpointError, match="ends before its tensor data"):
-        q._tensor_at(fh, base, info)
+    with open(cut, "rb") as fh, pytest.raises(CheckpointError, match="ends before its tensor data"):
+        tensor_at(fh, base, info)
 
 
 def test_intact_files_still_load(demo_path):

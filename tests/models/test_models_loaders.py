@@ -14,9 +14,9 @@ import nodes
 from nodes.base import NodeContext, NodeEnv
 from nodes.flux import quantization as q
 from nodes.flux.demo import DEMO_NAME
-from server.graph import ValidationError, validate_prompt
 from server.models import ModelHandle, setup_environment
 from server.runtime import RuntimeConfig
+from server.validation import ValidationError, validate_prompt
 
 
 def make_env(models_dir, tmp_path, ensure_demo=False) -> NodeEnv:

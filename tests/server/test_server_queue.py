@@ -7,7 +7,7 @@ import json
 import time
 import urllib.request
 
-from server.queue import PromptStore
+from server.store import PromptStore
 from server.worker import Worker
 from tests.server.conftest import Api, ServerThread, client_id, make_runtime, math_prompt, slow_prompt
 from tests.server.wsclient import done

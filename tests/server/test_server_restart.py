@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from server.queue import STOPPED_MESSAGE
+from server.store import STOPPED_MESSAGE
 from tests.server.conftest import slow_prompt
 from tests.server.serve_process import ServeProcess, shared_models
 

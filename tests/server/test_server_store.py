@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.queue import ERROR, PENDING, RUNNING, STOPPED_MESSAGE, SUCCESS, PromptStore
+from server.store import ERROR, PENDING, RUNNING, STOPPED_MESSAGE, SUCCESS, PromptStore
 
 
 def add(store: PromptStore, pid: str, front: bool = False) -> float:
