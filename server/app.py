@@ -21,9 +21,10 @@ from typing import Any
 from aiohttp import web
 
 from nodes.base import NodeRegistry
+from server.limits import Limits, body_deadline, handler_args
 from server.openapi import describe
 from server.routes import add_routes
-from server.routes.common import STATE, AppState, BadRequest, Limits, status_payload
+from server.routes.common import STATE, AppState, BadRequest, status_payload
 from server.runtime import Runtime, RuntimeConfig, create_runtime
 from server.security import BindRefused, SecurityConfig, check_bind, json_error, make_middleware
 from server.store import PromptStore
@@ -57,12 +58,31 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         kind = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
             exc.status, "http_error"
         )
-        return json_error(exc.status, kind, f"{exc.reason}: {request.method} {request.path}")
+        response = json_error(exc.status, kind, f"{exc.reason}: {request.method} {request.path}")
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception as exc:
         log.exception("%s %s failed", request.method, request.path)
         return json_error(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+
+@web.middleware
+async def method_not_allowed(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A known path with a method it does not serve is a 405 with `Allow`, not the static
+    catch-all's 404 (aiohttp would say 405 itself, but the catch-all matches every method)."""
+    route = request.match_info.route
+    if route.resource is None or route.resource.canonical != "/{path}" or request.method == "GET":
+        return await handler(request)
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not route.resource:
+            allowed |= (await resource.resolve(request))[1]
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
+    return await handler(request)
 
 
 class LoopBridge:
@@ -83,10 +103,10 @@ class LoopBridge:
 
 def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    store = PromptStore(cfg.data_dir / "queue.sqlite3")
+    store = PromptStore(cfg.data_dir / "queue.sqlite3", max_history=cfg.limits.max_history)
     for pid in store.recover():
         log.warning("prompt %s was running when the server stopped; reported as failed", pid)
-    hub = Hub(status=lambda: status_payload(store))
+    hub = Hub(status=lambda: status_payload(store), outbox_bytes=cfg.limits.ws_outbox_bytes)
     bridge = LoopBridge()
     worker = Worker(
         store,
@@ -105,8 +125,14 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
     )
     # aiohttp's own limit is the largest body any route takes; JSON routes check a smaller one.
     app = web.Application(
-        middlewares=[json_errors, make_middleware(cfg.security)],
+        middlewares=[
+            json_errors,
+            make_middleware(cfg.security),
+            method_not_allowed,
+            body_deadline(cfg.limits),
+        ],
         client_max_size=cfg.limits.max_upload_bytes + 2**20,
+        handler_args=handler_args(cfg.limits),  # header timeout, one-line logs of malformed requests
     )
     app[STATE] = st
 
@@ -201,7 +227,10 @@ def serve_main(args: argparse.Namespace) -> int:
         ),
         registry,
     )
-    app = create_app(runtime, ServerConfig(data_dir=data, security=security))
+    limits = Limits(
+        header_timeout=args.header_timeout, body_timeout=args.body_timeout, max_history=args.max_history
+    )
+    app = create_app(runtime, ServerConfig(data_dir=data, security=security, limits=limits))
     shown = f"[{args.host}]" if ":" in args.host else args.host
 
     def listening(_: str) -> None:  # run_app calls this once the socket is open

@@ -1,15 +1,26 @@
-"""The OpenAPI 3.1 document for `GET /openapi.json`, built from one description per route.
-`describe()` refuses a route without a description, and a test compares the document with the
-router, so the two cannot drift apart."""
+"""The OpenAPI 3.1 document for `GET /openapi.json`, built from one description per route, and
+the truth about the API: every status a route can answer is listed, and JSON request bodies are
+checked against the same schemas (`check_body`), so the server is exactly as strict as the
+document says. `describe()` refuses a route without a description; a test compares the document
+with the router, and schemathesis (tests/hardening/test_schemathesis.py) fuzzes the live server
+against it."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 OBJ = {"type": "object"}
 ERROR = {
     "type": "object",
-    "properties": {"error": OBJ, "node_errors": OBJ},
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["type", "message"],
+        },
+        "node_errors": OBJ,
+    },
     "required": ["error", "node_errors"],
 }
 JSON_OK = {"200": {"description": "OK", "content": {"application/json": {"schema": OBJ}}}}
@@ -23,65 +34,136 @@ def _err(description: str) -> dict[str, Any]:
     return _json(ERROR, description)
 
 
-def _query(name: str, description: str, required: bool = False, kind: str = "string") -> dict:
-    return {
-        "name": name,
-        "in": "query",
-        "required": required,
-        "description": description,
-        "schema": {"type": kind},
-    }
+# What any route may answer besides its own statuses (security.py): a missing token when the
+# server runs with --token, a cross-origin request or a foreign Host name.
+COMMON_ERRORS = {
+    "401": _err("an access token is required (server started with --token)"),
+    "403": _err("cross-origin request, or a Host that is not this loopback server"),
+}
+# What any route that reads a request body may answer besides (limits.py, common.read_json).
+BODY_ERRORS = {
+    "400": _err("the body is not JSON, or does not match this schema (the message names the field)"),
+    "408": _err("the body arrived too slowly"),
+    "413": _err("the body is over the size limit"),
+}
 
 
-def _path(name: str, description: str) -> dict:
+def _query(name: str, description: str, schema: dict[str, Any], required: bool = False) -> dict:
+    return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
+
+
+def _path(name: str, description: str, schema: dict[str, Any] | None = None) -> dict:
     return {
         "name": name,
         "in": "path",
         "required": True,
         "description": description,
-        "schema": {"type": "string"},
+        "schema": schema or {"type": "string"},
     }
 
 
+def _header(name: str, description: str, schema: dict[str, Any]) -> dict:
+    return {"name": name, "in": "header", "required": True, "description": description, "schema": schema}
+
+
+def _body(schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+def _maybe(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema, or null (ComfyUI clients send `"client_id": null` and the like)."""
+    kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+    return {**schema, "type": [*kinds, "null"]}
+
+
+PROMPT_ID = {
+    "type": "string",
+    "maxLength": 200,
+    "pattern": "^[^/\\x00]*$",
+    "description": "empty: the server makes one",
+}
+WORKFLOW_NAME = {
+    "type": "string",
+    # server/routes/workflows.py NAME, and no '..' (a test keeps the two equal)
+    "pattern": r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9 _.\-()]{0,127}$",
+    "description": "a file stem: letters, digits, space, _ . - ( ); a trailing .json is ignored",
+}
+NUMBER = {
+    "type": "number",
+    "exclusiveMinimum": -(2**53),
+    "exclusiveMaximum": 2**53,
+    "description": "queue position key (lower runs first)",
+}
 PROMPT_BODY = {
     "type": "object",
     "required": ["prompt"],
     "properties": {
-        "prompt": {**OBJ, "description": "API-format prompt (or a UI-format workflow, converted here)"},
-        "client_id": {"type": "string", "description": "websocket clientId that gets this prompt's messages"},
-        "prompt_id": {"type": "string"},
-        "number": {"type": "number", "description": "queue position key (lower runs first)"},
-        "front": {"type": "boolean", "description": "put the prompt at the head of the queue"},
-        "extra_data": {**OBJ, "description": "{extra_pnginfo: {workflow}} is written into saved PNGs"},
-        "set": {**OBJ, "description": 'fluxloom: overrides {"<node id or title>.<input>": value}'},
+        "prompt": {
+            **OBJ,
+            "minProperties": 1,
+            "description": "API-format prompt {node id: {class_type, inputs}} (or a UI-format workflow, "
+            "converted here); a prompt that does not validate is a 400 with node_errors",
+        },
+        "client_id": _maybe({"type": "string", "description": "websocket clientId that gets its messages"}),
+        "prompt_id": _maybe(PROMPT_ID),
+        "number": _maybe(NUMBER),
+        "front": _maybe({"type": "boolean", "description": "put the prompt at the head of the queue"}),
+        "extra_data": _maybe(
+            {**OBJ, "description": "{extra_pnginfo: {workflow}} is written into saved PNGs"}
+        ),
+        "set": _maybe({**OBJ, "description": 'fluxloom: overrides {"<node id or title>.<input>": value}'}),
     },
 }
 QUEUED = {
     "type": "object",
     "properties": {"prompt_id": {"type": "string"}, "number": {"type": "number"}, "node_errors": OBJ},
+    "required": ["prompt_id", "number", "node_errors"],
 }
 CLEAR_DELETE = {
     "type": "object",
-    "properties": {"clear": {"type": "boolean"}, "delete": {"type": "array", "items": {"type": "string"}}},
+    "properties": {
+        "clear": {"type": "boolean"},
+        "delete": {"type": "array", "items": {"type": "string"}, "description": "prompt ids"},
+    },
+}
+DELETED = {"type": "object", "properties": {"deleted": {"type": "integer"}}, "required": ["deleted"]}
+INTERRUPT_BODY = {
+    "type": "object",
+    "properties": {"prompt_id": _maybe({"type": "string", "description": "only this prompt, if running"})},
+}
+FREE_BODY = {
+    "type": "object",
+    "properties": {"unload_models": {"type": "boolean"}, "free_memory": {"type": "boolean"}},
 }
 PID = _path("prompt_id", "the prompt id returned by POST /prompt")
-NAME = _path("name", "workflow name (file stem)")
+NAME = _path("name", "workflow name (file stem)", WORKFLOW_NAME)
 WF_QUEUE_BODY = {
     "type": "object",
     "properties": {
-        "set": {**OBJ, "description": '{"<node id or title>.<input>": value}'},
-        "client_id": {"type": "string"},
-        "front": {"type": "boolean"},
-        "prompt_id": {"type": "string"},
+        "set": _maybe({**OBJ, "description": '{"<node id or title>.<input>": value}'}),
+        "client_id": _maybe({"type": "string"}),
+        "front": _maybe({"type": "boolean"}),
+        "prompt_id": _maybe(PROMPT_ID),
+        "number": _maybe(NUMBER),
+        "extra_data": _maybe(OBJ),
     },
 }
+HISTORY_PAGE = (
+    "Finished prompts in finish order, as {prompt_id: entry}. Paged as in ComfyUI: `max_items` "
+    "(default 200) entries from `offset`; a negative or absent offset means the latest ones. "
+    "The server keeps the latest 10,000 (--max-history)."
+)
 
 # (method, path) → operation. Paths are ComfyUI's; each is also served under /api.
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/prompt"): {
         "summary": "Validate and queue a prompt (body may come without a Content-Type)",
-        "requestBody": {"required": True, "content": {"application/json": {"schema": PROMPT_BODY}}},
-        "responses": {"200": _json(QUEUED, "queued"), "400": _err("invalid prompt, with node_errors")},
+        "requestBody": _body(PROMPT_BODY, required=True),
+        "responses": {
+            "200": _json(QUEUED, "queued"),
+            **BODY_ERRORS,
+            "400": _err("not JSON, not this schema, or a prompt that does not validate (node_errors)"),
+        },
     },
     ("GET", "/prompt"): {"summary": "Queue size: {exec_info: {queue_remaining}}", "responses": JSON_OK},
     ("GET", "/queue"): {
@@ -90,16 +172,16 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("POST", "/queue"): {
         "summary": "Clear the pending queue or delete pending prompts by id",
-        "requestBody": {"content": {"application/json": {"schema": CLEAR_DELETE}}},
-        "responses": JSON_OK,
+        "requestBody": _body(CLEAR_DELETE),
+        "responses": {"200": _json(DELETED), **BODY_ERRORS},
     },
     ("GET", "/history"): {
-        "summary": "Finished prompts, paged (negative offset with max_items: the latest ones)",
+        "summary": HISTORY_PAGE,
         "parameters": [
-            _query("max_items", "page size", kind="integer"),
-            _query("offset", "index of the first item", kind="integer"),
+            _query("max_items", "page size (default 200)", {"type": "integer", "minimum": 0}),
+            _query("offset", "index of the first entry; negative: the latest max_items", {"type": "integer"}),
         ],
-        "responses": JSON_OK,
+        "responses": {**JSON_OK, "400": _err("max_items or offset is not an integer, or max_items < 0")},
     },
     ("GET", "/history/{prompt_id}"): {
         "summary": "One finished prompt ({} while pending or unknown)",
@@ -108,18 +190,18 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("POST", "/history"): {
         "summary": "Clear the history or delete entries by id",
-        "requestBody": {"content": {"application/json": {"schema": CLEAR_DELETE}}},
-        "responses": JSON_OK,
+        "requestBody": _body(CLEAR_DELETE),
+        "responses": {"200": _json(DELETED), **BODY_ERRORS},
     },
     ("POST", "/interrupt"): {
         "summary": "Interrupt the running prompt (only it, when prompt_id is given)",
-        "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
-        "responses": JSON_OK,
+        "requestBody": _body(INTERRUPT_BODY),
+        "responses": {**JSON_OK, **BODY_ERRORS},
     },
     ("POST", "/free"): {
         "summary": "Release models (unload_models) and clear the output cache (free_memory)",
-        "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
-        "responses": JSON_OK,
+        "requestBody": _body(FREE_BODY),
+        "responses": {**JSON_OK, **BODY_ERRORS},
     },
     ("GET", "/jobs/{prompt_id}"): {
         "summary": "fluxloom: job status (pending with position, running with node and step, "
@@ -140,25 +222,46 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/view"): {
         "summary": "An image from the output, input or temp folder",
         "parameters": [
-            _query("filename", "file name", required=True),
-            _query("subfolder", "folder inside the type's folder"),
-            _query("type", "output (default), input or temp"),
+            _query("filename", "file name", {"type": "string", "minLength": 1}, required=True),
+            _query("subfolder", "folder inside the type's folder", {"type": "string"}),
+            _query(
+                "type",
+                "which folder (default output)",
+                {"type": "string", "enum": ["output", "input", "temp"]},
+            ),
         ],
         "responses": {
-            "200": {"description": "the file", "content": {"image/*": {}}},
-            "403": _err("path leaves its folder"),
+            "200": {"description": "the file", "content": {"image/*": {}, "application/octet-stream": {}}},
+            "400": _err("no filename, or an unknown type"),
+            "403": _err("path leaves its folder, or a cross-origin request"),
             "404": _err("no such file"),
         },
     },
     ("POST", "/upload/image"): {
         "summary": "Upload an image (multipart: image, overwrite, subfolder, type)",
-        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": OBJ}}},
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["image"],
+                        "properties": {
+                            "image": {"type": "string", "format": "binary", "description": "an image file"},
+                            "overwrite": {"type": "string", "enum": ["true", "false", "1", "0"]},
+                            "subfolder": {"type": "string"},
+                            "type": {"type": "string", "enum": ["input", "output", "temp"]},
+                        },
+                    }
+                }
+            },
+        },
         "responses": {
             "200": _json({"type": "object", "properties": {"name": {}, "subfolder": {}, "type": {}}}),
-            "400": _err("not an image"),
-            "403": _err("path leaves its folder"),
+            **BODY_ERRORS,
+            "400": _err("not multipart, no image, not an image, or an unknown type"),
+            "403": _err("path leaves its folder, or a cross-origin request"),
             "409": _err("a file and a folder of that name collide"),
-            "413": _err("too large"),
         },
     },
     ("GET", "/workflows"): {
@@ -168,34 +271,59 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/workflows/{name}"): {
         "summary": "fluxloom: a workflow's JSON as stored",
         "parameters": [NAME],
-        "responses": {**JSON_OK, "404": _err("no such workflow")},
+        "responses": {**JSON_OK, "400": _err("bad workflow name"), "404": _err("no such workflow")},
     },
     ("PUT", "/workflows/{name}"): {
         "summary": "fluxloom: save a workflow (UI or API format); shipped names are read-only",
         "parameters": [NAME],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": OBJ}}},
-        "responses": {**JSON_OK, "403": _err("shipped workflows are read-only")},
+        "requestBody": _body({**OBJ, "minProperties": 1}, required=True),
+        "responses": {
+            **JSON_OK,
+            **BODY_ERRORS,
+            "400": _err("bad workflow name, or the body is not a non-empty JSON object"),
+            "403": _err("shipped workflows are read-only"),
+        },
     },
     ("DELETE", "/workflows/{name}"): {
         "summary": "fluxloom: delete a saved workflow",
         "parameters": [NAME],
-        "responses": {**JSON_OK, "403": _err("read-only"), "404": _err("no such workflow")},
+        "responses": {
+            **JSON_OK,
+            "400": _err("bad workflow name"),
+            "403": _err("read-only"),
+            "404": _err("no such workflow"),
+        },
     },
     ("POST", "/workflows/{name}/queue"): {
         "summary": "fluxloom: queue a saved workflow with overrides",
         "parameters": [NAME],
-        "requestBody": {"content": {"application/json": {"schema": WF_QUEUE_BODY}}},
+        "requestBody": _body(WF_QUEUE_BODY),
         "responses": {
             "200": _json(QUEUED, "queued"),
-            "400": _err("invalid"),
+            **BODY_ERRORS,
+            "400": _err("bad name or body, or a workflow that does not validate (node_errors)"),
             "404": _err("no such workflow"),
         },
     },
     ("GET", "/ws"): {
         "summary": "Websocket: status, execution_start, execution_cached, executing, progress, executed, "
-        "execution_success, execution_error, execution_interrupted as {type, data}",
-        "parameters": [_query("clientId", "id that receives the messages of prompts queued with it")],
-        "responses": {"101": {"description": "switching to the websocket protocol"}},
+        "execution_success, execution_error, execution_interrupted as {type, data}. A client whose unsent "
+        "messages pass 4 MiB is closed with code 1008 and may reconnect.",
+        "parameters": [
+            _query("clientId", "id that receives the messages of prompts queued with it", {"type": "string"}),
+            _header("Upgrade", "the websocket upgrade", {"type": "string", "enum": ["websocket"]}),
+            _header("Connection", "the websocket upgrade", {"type": "string", "enum": ["Upgrade"]}),
+            _header(
+                "Sec-WebSocket-Key",
+                "16 random bytes in base64",
+                {"type": "string", "pattern": "^[A-Za-z0-9+/]{21}[AQgw]==$"},
+            ),
+            _header("Sec-WebSocket-Version", "13", {"type": "string", "enum": ["13"]}),
+        ],
+        "responses": {
+            "101": {"description": "switching to the websocket protocol"},
+            "400": _err("not a websocket upgrade request"),
+        },
     },
     ("GET", "/openapi.json"): {"summary": "This document", "responses": JSON_OK},
 }
@@ -210,7 +338,10 @@ def describe(routes: list[tuple[str, str]], version: str = "0.1.0") -> dict[str,
         if op is None:
             raise KeyError(f"route {method} {path} has no OpenAPI description in server/openapi.py")
         op_id = method.lower() + path.replace("/", "_").replace("{", "").replace("}", "").replace(".", "_")
-        paths.setdefault(path, {})[method.lower()] = {**op, "operationId": op_id}
+        responses = {**COMMON_ERRORS, **op["responses"]}
+        if canonical == "/ws":  # the upgrade comes before the token check answers
+            responses.pop("401")
+        paths.setdefault(path, {})[method.lower()] = {**op, "responses": responses, "operationId": op_id}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -218,10 +349,87 @@ def describe(routes: list[tuple[str, str]], version: str = "0.1.0") -> dict[str,
             "version": version,
             "description": "ComfyUI-compatible HTTP API, plus saved workflows, job status and this document. "
             "Every route is also served under /api. With --token, send 'Authorization: Bearer TOKEN' "
-            "or ?token=TOKEN.",
+            "or ?token=TOKEN. A method a path does not serve is a 405 with an Allow header.",
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "paths": paths,
     }
+
+
+# --- request bodies, checked against the document ---------------------------------------------
+
+
+def body_schema(method: str, path: str) -> dict[str, Any] | None:
+    """The JSON request body schema of a route (`path` as the router names it, /api or not)."""
+    canonical = path.removeprefix("/api") if path.startswith("/api/") else path
+    op = OPERATIONS.get((method, canonical))
+    content = (op or {}).get("requestBody", {}).get("content", {})
+    return content.get("application/json", {}).get("schema")
+
+
+_TYPES: dict[str, Any] = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "null": lambda v: v is None,
+}
+CHECKED = frozenset(
+    {"type", "properties", "required", "items", "minProperties", "minLength", "maxLength", "pattern"}
+    | {"minimum", "exclusiveMinimum", "exclusiveMaximum", "enum", "description", "format"}
+)
+
+
+def check_body(value: Any, schema: dict[str, Any], where: str = "body") -> str | None:
+    """The first way `value` breaks `schema` (the subset of JSON Schema this document uses:
+    CHECKED), as a message that names the field; None when it conforms."""
+    kinds = schema.get("type")
+    if kinds is not None:
+        kinds = kinds if isinstance(kinds, list) else [kinds]
+        if not any(_TYPES[k](value) for k in kinds):
+            return f"{where} must be {' or '.join(kinds)}, not {_json_type(value)}"
+    if "enum" in schema and value not in schema["enum"]:
+        return f"{where} must be one of {schema['enum']}"
+    if isinstance(value, dict):
+        for name in schema.get("required", ()):
+            if name not in value:
+                return f"{where}.{name} is required"
+        if len(value) < schema.get("minProperties", 0):
+            return f"{where} must not be empty"
+        for name, sub in schema.get("properties", {}).items():
+            if name in value and (problem := check_body(value[name], sub, f"{where}.{name}")):
+                return problem
+    elif isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            if problem := check_body(item, schema["items"], f"{where}[{i}]"):
+                return problem
+    elif isinstance(value, str):
+        if len(value) < schema.get("minLength", 0):
+            return f"{where} must not be empty"
+        if len(value) > schema.get("maxLength", len(value)):
+            return f"{where} must be at most {schema['maxLength']} characters"
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            return f"{where} has characters it may not have (pattern {schema['pattern']})"
+    elif _TYPES["number"](value):
+        if "minimum" in schema and value < schema["minimum"]:
+            return f"{where} must be >= {schema['minimum']}"
+        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
+            return f"{where} must be > {schema['exclusiveMinimum']}"
+        if "exclusiveMaximum" in schema and value >= schema["exclusiveMaximum"]:
+            return f"{where} must be < {schema['exclusiveMaximum']}"
+    return None
+
+
+def _json_type(value: Any) -> str:
+    return next(
+        (
+            k
+            for k in ("null", "boolean", "integer", "number", "string", "array", "object")
+            if _TYPES[k](value)
+        ),
+        type(value).__name__,
+    )
