@@ -74,7 +74,7 @@ async def method_not_allowed(request: web.Request, handler: Any) -> web.StreamRe
     """A known path with a method it does not serve is a 405 with `Allow`, not the static
     catch-all's 404 (aiohttp would say 405 itself, but the catch-all matches every method)."""
     route = request.match_info.route
-    if route.resource is None or route.resource.canonical != "/{path}" or request.method == "GET":
+    if route.resource is None or route.resource.canonical != "/{path}":
         return await handler(request)
     allowed: set[str] = set()
     for resource in request.app.router.resources():

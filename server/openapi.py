@@ -62,10 +62,6 @@ def _path(name: str, description: str, schema: dict[str, Any] | None = None) -> 
     }
 
 
-def _header(name: str, description: str, schema: dict[str, Any]) -> dict:
-    return {"name": name, "in": "header", "required": True, "description": description, "schema": schema}
-
-
 def _body(schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
     return {"required": required, "content": {"application/json": {"schema": schema}}}
 
@@ -227,11 +223,14 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             _query(
                 "type",
                 "which folder (default output)",
-                {"type": "string", "enum": ["output", "input", "temp"]},
+                {"type": "string", "enum": ["output", "input", "temp", ""], "description": "empty: output"},
             ),
         ],
         "responses": {
-            "200": {"description": "the file", "content": {"image/*": {}, "application/octet-stream": {}}},
+            "200": {
+                "description": "the file (anything but raster images, video and audio as a download)",
+                "content": {"image/*": {}, "video/*": {}, "audio/*": {}, "application/octet-stream": {}},
+            },
             "400": _err("no filename, or an unknown type"),
             "403": _err("path leaves its folder, or a cross-origin request"),
             "404": _err("no such file"),
@@ -243,16 +242,23 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "required": True,
             "content": {
                 "multipart/form-data": {
+                    # what Pillow opens (and what a browser uploads); anything else is a 400
+                    "encoding": {"image": {"contentType": "image/png, image/jpeg, image/webp, image/gif"}},
                     "schema": {
                         "type": "object",
                         "required": ["image"],
+                        # aiohttp refuses a part header with a control character (tab aside)
+                        "propertyNames": {"pattern": "^[^\\x00-\\x08\\x0a-\\x1f\\x7f]*$"},
                         "properties": {
                             "image": {"type": "string", "format": "binary", "description": "an image file"},
-                            "overwrite": {"type": "string", "enum": ["true", "false", "1", "0"]},
+                            "overwrite": {
+                                "type": "string",
+                                "description": "true or 1: replace a file of that name",
+                            },
                             "subfolder": {"type": "string"},
-                            "type": {"type": "string", "enum": ["input", "output", "temp"]},
+                            "type": {"type": "string", "enum": ["input", "output", "temp", ""]},
                         },
-                    }
+                    },
                 }
             },
         },
@@ -310,19 +316,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "execution_success, execution_error, execution_interrupted as {type, data}. A client whose unsent "
         "messages pass 4 MiB is closed with code 1008 and may reconnect.",
         "parameters": [
-            _query("clientId", "id that receives the messages of prompts queued with it", {"type": "string"}),
-            _header("Upgrade", "the websocket upgrade", {"type": "string", "enum": ["websocket"]}),
-            _header("Connection", "the websocket upgrade", {"type": "string", "enum": ["Upgrade"]}),
-            _header(
-                "Sec-WebSocket-Key",
-                "16 random bytes in base64",
-                {"type": "string", "pattern": "^[A-Za-z0-9+/]{21}[AQgw]==$"},
-            ),
-            _header("Sec-WebSocket-Version", "13", {"type": "string", "enum": ["13"]}),
+            _query("clientId", "id that receives the messages of prompts queued with it", {"type": "string"})
         ],
         "responses": {
             "101": {"description": "switching to the websocket protocol"},
-            "400": _err("not a websocket upgrade request"),
+            "400": _err("a plain HTTP request: a websocket client sends the upgrade headers (RFC 6455)"),
         },
     },
     ("GET", "/openapi.json"): {"summary": "This document", "responses": JSON_OK},
@@ -339,8 +337,6 @@ def describe(routes: list[tuple[str, str]], version: str = "0.1.0") -> dict[str,
             raise KeyError(f"route {method} {path} has no OpenAPI description in server/openapi.py")
         op_id = method.lower() + path.replace("/", "_").replace("{", "").replace("}", "").replace(".", "_")
         responses = {**COMMON_ERRORS, **op["responses"]}
-        if canonical == "/ws":  # the upgrade comes before the token check answers
-            responses.pop("401")
         paths.setdefault(path, {})[method.lower()] = {**op, "responses": responses, "operationId": op_id}
     return {
         "openapi": "3.1.0",
