@@ -106,7 +106,11 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
     store = PromptStore(cfg.data_dir / "queue.sqlite3", max_history=cfg.limits.max_history)
     for pid in store.recover():
         log.warning("prompt %s was running when the server stopped; reported as failed", pid)
-    hub = Hub(status=lambda: status_payload(store), outbox_bytes=cfg.limits.ws_outbox_bytes)
+    hub = Hub(
+        status=lambda: status_payload(store),
+        outbox_bytes=cfg.limits.ws_outbox_bytes,
+        close_grace=cfg.limits.ws_close_grace,
+    )
     bridge = LoopBridge()
     worker = Worker(
         store,

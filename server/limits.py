@@ -38,6 +38,7 @@ class Limits:
     # A websocket client that has more than this many bytes of messages waiting (it reads
     # slower than the server sends) is dropped with close code 1008; it may reconnect.
     ws_outbox_bytes: int = 4 * MiB
+    ws_close_grace: float = 5.0  # seconds it has to take its close frame before the socket is cut
     # History: finished prompts kept (oldest dropped first, as ComfyUI's 10,000), and the page
     # GET /history answers without `max_items`.
     max_history: int = 10_000

@@ -28,7 +28,7 @@ from server.security import json_error
 log = logging.getLogger("fluxloom.ws")
 
 DEFAULT_OUTBOX_BYTES = 4 * 2**20
-CLOSE_GRACE = 5.0  # seconds a dropped client has to take its close frame before the socket is cut
+DEFAULT_CLOSE_GRACE = 5.0  # seconds a dropped client has to take its close frame before the cut
 
 
 class Outbox:
@@ -76,10 +76,15 @@ class Outbox:
 
 class Hub:
     def __init__(
-        self, status: Callable[[], dict[str, Any]], outbox_bytes: int = DEFAULT_OUTBOX_BYTES
+        self,
+        status: Callable[[], dict[str, Any]],
+        outbox_bytes: int = DEFAULT_OUTBOX_BYTES,
+        close_grace: float = DEFAULT_CLOSE_GRACE,
     ) -> None:
         self._status = status  # builds the `status` payload (queue_remaining)
         self.outbox_bytes = outbox_bytes
+        self.close_grace = close_grace
+        self._closing: set[asyncio.Future] = set()
         self._clients: dict[str, set[web.WebSocketResponse]] = {}
         self._outbox: dict[web.WebSocketResponse, Outbox] = {}
         self._status_due = False
@@ -121,14 +126,16 @@ class Hub:
                 if msg.type == WSMsgType.ERROR:
                     break
         finally:
+            # First forget the connection (this block may be cancelled at its first await when
+            # the peer is gone), then stop its sender, which may wait on a socket nobody reads.
             box.discard()
             self._outbox.pop(ws, None)
-            await sender
             conns = self._clients.get(client_id)
             if conns is not None:
                 conns.discard(ws)
                 if not conns:
                     del self._clients[client_id]
+            sender.cancel()
         return ws
 
     @staticmethod
@@ -164,7 +171,11 @@ class Hub:
             box.limit,
         )
         reason = f"too slow: over {box.limit} bytes unsent; reconnect".encode()
-        asyncio.ensure_future(_close(box, WSCloseCode.POLICY_VIOLATION, reason[:123]))
+        task = asyncio.ensure_future(
+            _close(box, WSCloseCode.POLICY_VIOLATION, reason[:123], self.close_grace)
+        )
+        self._closing.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._closing.discard)
 
     def broadcast_status(self) -> None:
         """Tell everybody the queue changed; changes within one loop turn (a burst of POSTs,
@@ -180,12 +191,14 @@ class Hub:
 
     async def close_all(self) -> None:
         boxes = list(self._outbox.values())
-        await asyncio.gather(*(_close(box, WSCloseCode.GOING_AWAY, b"server shutdown") for box in boxes))
+        await asyncio.gather(
+            *(_close(box, WSCloseCode.GOING_AWAY, b"server shutdown", self.close_grace) for box in boxes)
+        )
 
 
-async def _close(box: Outbox, code: int, reason: bytes) -> None:
+async def _close(box: Outbox, code: int, reason: bytes, grace: float) -> None:
     try:
-        async with asyncio.timeout(CLOSE_GRACE):
+        async with asyncio.timeout(grace):
             await box.ws.close(code=code, message=reason)
     except TimeoutError:
         pass

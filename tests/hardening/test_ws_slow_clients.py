@@ -50,37 +50,48 @@ def broadcast(server: ServerThread, text: str, times: int) -> None:
     asyncio.run_coroutine_threadsafe(send(), server.loop).result(10)
 
 
+def _stalled(server: ServerThread, cid: str) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    ws_handshake(server.port, cid, sock)
+    return sock
+
+
 def test_a_client_that_stops_reading_is_dropped_with_a_reason_and_can_reconnect(tmp_path):
     """Before: a client that never read kept up to 10,000 messages of any size queued on the
-    server, whatever their bytes; now its outbox holds at most `ws_outbox_bytes`, it is closed
-    with 1008 and a reason once it falls further behind, and its backlog is freed."""
-    server = ServerThread(tmp_path / "data", limits=Limits(ws_outbox_bytes=256 * 1024)).start()
+    server, whatever their bytes, and a connection that went away was never forgotten. Now its
+    outbox holds at most `ws_outbox_bytes`; past that it is closed with 1008 and a reason, its
+    backlog is freed at once, the socket is cut if it does not even take the close frame, and
+    the hub forgets it."""
+    limits = Limits(ws_outbox_bytes=256 * 1024, ws_close_grace=3.0)
+    server = ServerThread(tmp_path / "data", limits=limits).start()
     try:
         hub = server.app[STATE].hub
         cid = client_id()
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", server.port))
-        ws_handshake(server.port, cid, sock)
+        reader, never = _stalled(server, cid), _stalled(server, client_id())
         deadline = time.monotonic() + 10
-        while hub.connections == 0 and time.monotonic() < deadline:
+        while hub.connections < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
-        broadcast(server, "y" * 64 * 1024, 200)  # 12.5 MiB to a client that reads nothing
-        assert hub.dropped == 1
-        assert hub.queued_bytes == 0  # its backlog went with it
-        # It reads now (within the grace): what was already on its way, then the close frame.
-        sock.settimeout(10)
+        broadcast(server, "y" * 64 * 1024, 200)  # 12.5 MiB to clients that read nothing
+        assert hub.dropped == 2
+        assert hub.queued_bytes == 0  # their backlogs went with them
+        # One reads now (within the grace): what was already on its way, then the close frame.
+        reader.settimeout(10)
         while True:
-            opcode, payload = read_frame(sock)
+            opcode, payload = read_frame(reader)
             if opcode == 8:
                 break
         code = struct.unpack("!H", payload[:2])[0]
         assert code == 1008 and b"too slow" in payload[2:], payload
-        sock.close()
+        reader.close()
+        # The other never reads nor closes: the server cuts it after the grace, and forgets both.
         deadline = time.monotonic() + 10
         while hub.connections and time.monotonic() < deadline:
-            time.sleep(0.01)
+            time.sleep(0.02)
         assert hub.connections == 0
+        assert closed_by_server(never, 5)
+        never.close()
 
         # The same client id comes back and gets its messages again.
         ws = server.ws(cid)
