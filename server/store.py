@@ -103,11 +103,19 @@ def _row(r: sqlite3.Row) -> PromptRow:
     )
 
 
-def _history_entry_json(r: sqlite3.Row) -> str:
-    """`PromptRow.history_entry()` as JSON, spliced from the row's stored JSON texts (written
-    by json.dumps), so a large prompt is copied, never decoded and encoded again."""
+def _queue_item_json(r: sqlite3.Row) -> str:
+    """`PromptRow.queue_item()` as JSON, spliced from the row's stored JSON texts (written by
+    json.dumps), so a large prompt is copied, never decoded and encoded again."""
     number = r["number"]
     number = int(number) if float(number).is_integer() else number
+    return (
+        f"[{json.dumps(number)}, {json.dumps(r['prompt_id'])}, {r['prompt']}, {r['extra_data']}, "
+        f"{r['outputs']}]"
+    )
+
+
+def _history_entry_json(r: sqlite3.Row) -> str:
+    """`PromptRow.history_entry()` as JSON, spliced as `_queue_item_json`."""
     result = r["result"] or "{}"
     meta = {
         nid: {"node_id": nid, "display_node": nid, "parent_node": None, "real_node_id": nid}
@@ -115,8 +123,7 @@ def _history_entry_json(r: sqlite3.Row) -> str:
     }
     ok = r["status"] == SUCCESS
     return (
-        f'{{"prompt": [{json.dumps(number)}, {json.dumps(r["prompt_id"])}, {r["prompt"]}, '
-        f'{r["extra_data"]}, {r["outputs"]}], "outputs": {result}, '
+        f'{{"prompt": {_queue_item_json(r)}, "outputs": {result}, '
         f'"status": {{"status_str": {json.dumps("success" if ok else "error")}, '
         f'"completed": {json.dumps(ok)}, "messages": {r["messages"] or "[]"}}}, '
         f'"meta": {json.dumps(meta)}}}'
@@ -283,6 +290,22 @@ class PromptStore:
         with self._lock:
             rows = self._db.execute("SELECT * FROM prompts WHERE status=?", (RUNNING,)).fetchall()
         return [_row(r) for r in rows]
+
+    def queue_json(self) -> str:
+        """GET /queue's answer as JSON text, spliced from the stored rows (see `history_json`)."""
+        with self._lock:
+            running = self._db.execute("SELECT * FROM prompts WHERE status=?", (RUNNING,)).fetchall()
+            pending = self._db.execute(
+                "SELECT * FROM prompts WHERE status=? ORDER BY number, created", (PENDING,)
+            ).fetchall()
+        items = [", ".join(_queue_item_json(r) for r in rows) for rows in (running, pending)]
+        return f'{{"queue_running": [{items[0]}], "queue_pending": [{items[1]}]}}'
+
+    def entry_json(self, prompt_id: str) -> str | None:
+        """One finished prompt's history entry as JSON text; None while pending or unknown."""
+        with self._lock:
+            r = self._db.execute("SELECT * FROM prompts WHERE prompt_id=?", (prompt_id,)).fetchone()
+        return _history_entry_json(r) if r is not None and r["status"] in FINISHED else None
 
     def remaining(self) -> int:
         return int(self._scalar("SELECT COUNT(*) FROM prompts WHERE status IN (?, ?)", PENDING, RUNNING))

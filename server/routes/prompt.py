@@ -72,13 +72,9 @@ async def get_prompt(request: web.Request) -> web.Response:
 
 
 async def get_queue(request: web.Request) -> web.Response:
-    st = state(request)
-    return web.json_response(
-        {
-            "queue_running": [r.queue_item() for r in st.store.running()],
-            "queue_pending": [r.queue_item() for r in st.store.pending()],
-        }
-    )
+    # Read and spliced off the event loop: a running prompt may have 100,000 nodes.
+    text = await asyncio.to_thread(state(request).store.queue_json)
+    return web.Response(text=text, content_type="application/json")
 
 
 def _ids(value: Any) -> list[str]:
@@ -135,10 +131,11 @@ async def get_history(request: web.Request) -> web.StreamResponse:
 
 
 async def get_history_item(request: web.Request) -> web.Response:
-    row = state(request).store.get(request.match_info["prompt_id"])
-    if row is None or row.status in (PENDING, RUNNING):
+    prompt_id = request.match_info["prompt_id"]
+    entry = await asyncio.to_thread(state(request).store.entry_json, prompt_id)
+    if entry is None:
         return web.json_response({})
-    return web.json_response({row.prompt_id: row.history_entry()})
+    return web.Response(text=f"{{{json.dumps(prompt_id)}: {entry}}}", content_type="application/json")
 
 
 async def post_history(request: web.Request) -> web.Response:

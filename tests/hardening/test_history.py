@@ -53,6 +53,18 @@ def test_spliced_entries_equal_the_decoded_ones(tmp_path):
     assert used == 2
     for pid, text in entries:
         assert json.loads(text) == store.get(pid).history_entry()
+        assert json.loads(store.entry_json(pid)) == store.get(pid).history_entry()
+    # GET /queue is spliced the same way.
+    store.add("run", {"1": {"class_type": "Y", "inputs": {"t": "ü"}}}, {"client_id": "z"}, ["1"], "z")
+    store.add("wait", {"2": {}}, {}, ["2"], None, number=-7.25)
+    store.add("later", {"3": {}}, {}, ["3"], None)
+    store.claim_next()  # "wait" runs first (the lowest number)
+    expected = {
+        "queue_running": [r.queue_item() for r in store.running()],
+        "queue_pending": [r.queue_item() for r in store.pending()],
+    }
+    assert json.loads(store.queue_json()) == expected and len(expected["queue_pending"]) == 2
+    assert store.entry_json("run") is None and store.entry_json("nope") is None
     store.close()
 
 
