@@ -82,10 +82,14 @@ API_PROVIDERS_BY_PATTERN = {
     "Wan": "Alibaba",
 }
 API_NAMING = re.compile(r"(Node(V\d+)?|Api|V\d+)$|Api\d")
+# API nodes named against their provider's pattern.
+API_NODES = {"IdeogramPImage": "Ideogram"}
 
 
 def api_provider(class_type: str) -> str | None:
     """The provider behind a ComfyUI API node type, or None when the name is not an API node's."""
+    if class_type in API_NODES:
+        return API_NODES[class_type]
     for prefix, provider in API_PROVIDERS.items():
         if class_type.startswith(prefix):
             return provider

@@ -353,14 +353,24 @@ def _feeds_widget(scope: _Scope, slot: int) -> bool:
     return False
 
 
+def promoted_widget_values(instance: dict, definition: dict) -> dict[int, Any]:
+    """Input slot of `definition` → the value that `instance`'s own widget for it holds."""
+    scope = _Scope(path=("",), nodes=_nodes_by_id(definition), links=link_table(definition))
+    scope.definition, scope.instance = definition, instance
+    return _promoted_values(scope)
+
+
 def _promoted_values(scope: _Scope) -> dict[int, Any]:
-    """Input slot → the value the instance's own widget for it holds (its `widgets_values`: one
-    per promoted input in the definition's order; some frontends also saved a seed's control
-    value after it)."""
+    """Input slot → the value the instance's own widget for it holds. Recent frontends also save
+    them by input name (`widgets_values_named`); `widgets_values` has one per promoted input, in
+    the definition's input order (some frontends also saved a seed's control value after it)."""
     declared = _definition_io(scope.definition, "inputs")
+    for values in (scope.instance.get("widgets_values_named"), scope.instance.get("widgets_values")):
+        if isinstance(values, dict):
+            return {
+                i: values[d["name"]] for i, d in enumerate(declared) if values.get(d.get("name")) is not None
+            }
     values = scope.instance.get("widgets_values")
-    if isinstance(values, dict):
-        return {i: values[d["name"]] for i, d in enumerate(declared) if values.get(d.get("name")) is not None}
     if not isinstance(values, list) or not values:
         return {}
     promoted = [slot for slot in range(len(declared)) if _feeds_widget(scope, slot)]

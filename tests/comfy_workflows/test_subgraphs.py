@@ -179,6 +179,12 @@ def test_promoted_widget_value_overrides_the_inner_one_per_instance():
     assert result.outputs["9"] == {"value": [112]} and result.outputs["10"] == {"value": [212]}
 
 
+def test_promoted_values_saved_by_name():
+    # recent frontends also save them by subgraph input name; those win over the positions
+    api = ui_to_api(adder_workflow(widgets=[100], widgets_values_named={"value": 77}), registry)
+    assert api["5:1"]["inputs"] == {"value": 77}
+
+
 def test_proxied_widgets_keep_the_inner_node_values():
     # proxyWidgets only shows inner widgets on the instance: ComfyUI keeps their values on the
     # inner node and saves no value for them on the instance.
