@@ -144,6 +144,20 @@ def check_fits(lora: FluxLora, transformer: torch.nn.Module) -> None:
             )
 
 
+def check_lora_for_config(path: Path, transformer_config: dict) -> FluxLora:
+    """Read a LoRA file and check it against a FluxTransformer2DModel config (a config.json's
+    contents), without loading the model: its layers are built empty (no memory) to compare
+    shapes. For a loader node to fail at once, naming itself, on a LoRA for another model."""
+    from accelerate import init_empty_weights
+    from diffusers import FluxTransformer2DModel
+
+    lora = read_lora(path)
+    with init_empty_weights():
+        model = FluxTransformer2DModel.from_config(transformer_config)
+    check_fits(lora, model)
+    return lora
+
+
 def _mergeable(layer: torch.nn.Module) -> bool:
     """A plain nn.Linear whose weight is an ordinary float tensor (not a quantized tensor
     subclass such as torchao's, not fp8)."""

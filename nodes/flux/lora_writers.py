@@ -56,8 +56,9 @@ _XLABS_DOUBLE = {
     "proj_lora2": ("attn.to_add_out",),
 }
 _XLABS_SINGLE = {"qkv_lora": ("attn.to_q", "attn.to_k", "attn.to_v"), "proj_lora": ("proj_out",)}
-# The layers diffusers' reader of kohya's diffusers-named variant maps (attention only).
-_KOHYA_DIFFUSERS_OK = (
+# The blocks' attention layers: all that xlabs holds, and all that diffusers reads of kohya's
+# diffusers-named variant.
+_ATTENTION = (
     "to_q",
     "to_k",
     "to_v",
@@ -67,6 +68,22 @@ _KOHYA_DIFFUSERS_OK = (
     "add_v_proj",
     "to_add_out",
 )
+
+
+def random_lora(
+    model: torch.nn.Module, *, rank: int = 4, alpha: float = 4.0, seed: int = 0, std: float = 0.05
+) -> Layers:
+    """A random LoRA on the attention layers of a FluxTransformer2DModel's blocks (the layers every
+    layout can hold): the demo LoRA. Same seed, same LoRA."""
+    g = torch.Generator().manual_seed(seed)
+    targets = tuple(f"attn.{n}" for n in _ATTENTION)
+    layers = {}
+    for name, module in model.named_modules():
+        if name.startswith(("transformer_blocks.", "single_transformer_blocks.")) and name.endswith(targets):
+            down = torch.randn(rank, module.in_features, generator=g) * std
+            up = torch.randn(module.out_features, rank, generator=g) * std
+            layers[name] = LoraPiece(down, up, alpha / rank)
+    return layers
 
 
 def write_peft(
@@ -122,7 +139,7 @@ def write_kohya_diffusers(path: Path, layers: Layers, *, dtype=None) -> Path:
     tensors: dict[str, torch.Tensor] = {}
     for name, piece in layers.items():
         if not name.startswith(("transformer_blocks.", "single_transformer_blocks.")) or not name.endswith(
-            tuple(f"attn.{n}" for n in _KOHYA_DIFFUSERS_OK)
+            tuple(f"attn.{n}" for n in _ATTENTION)
         ):
             raise ValueError(f"kohya's diffusers-named layout cannot hold layer {name!r} (attention only)")
         key = "lora_transformer_" + name.replace(".", "_")

@@ -266,3 +266,28 @@ def test_fingerprint_follows_the_file(base_transformer, tmp_path):
     assert lora_fingerprint(path) != first
     w.write_peft(path, make_lora(base_transformer, ATTENTION[:3]))
     assert lora_fingerprint(path) != first
+
+
+def test_a_lora_is_checked_against_a_model_config_without_the_model(base_transformer, tmp_path):
+    """What a LoadLoRA node can check at once: the file against the transformer's config.json."""
+    from nodes.flux.lora import check_lora_for_config
+
+    config = dict(base_transformer.config)
+    fits = w.write_kohya(tmp_path / "fits.safetensors", make_lora(base_transformer, ATTENTION))
+    assert check_lora_for_config(fits, config).layout == "kohya"
+    wider = dict(config, num_attention_heads=3)  # width 96
+    with pytest.raises(LoraError, match=r"fits.safetensors .*does not fit this model"):
+        check_lora_for_config(fits, wider)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_the_demo_lora_reads_back_in_every_layout(layout, base_transformer, tmp_path):
+    lora = w.random_lora(base_transformer, rank=4, alpha=2.0, seed=0)
+    assert len(lora) == len(ATTENTION)
+    writer, options, _ = LAYOUTS[layout]
+    read = read_lora(writer(tmp_path / "demo.safetensors", lora, dtype=torch.bfloat16, **options))
+    want = {n: LoraPiece(p.down.bfloat16(), p.up.bfloat16(), p.scale).delta() for n, p in lora.items()}
+    got = deltas(read.layers)
+    assert set(got) == set(want)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=1e-6, rtol=1e-5)
