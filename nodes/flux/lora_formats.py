@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from nodes.flux.checkpoint import CheckpointError, read_header, read_tensors
+from nodes.flux.checkpoint import CheckpointError, read_tensors
 
 log = logging.getLogger("fluxloom.models")
 
@@ -108,8 +108,7 @@ def read_lora(path: Path) -> FluxLora:
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if not path.is_file():
         raise LoraError(f"LoRA file {path} does not exist")
-    try:
-        read_header(path)  # a clear message for a damaged file
+    try:  # a damaged file gets checkpoint.py's clear message
         raw = dict(read_tensors(path, skip=lambda key: False))
     except CheckpointError as exc:
         raise LoraError(f"LoRA {path.name}: {exc}") from None
