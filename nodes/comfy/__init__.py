@@ -1,0 +1,1 @@
+"""ComfyUI's FLUX sampling (model sampling, schedulers, samplers, noise, guiders) as pure functions."""
