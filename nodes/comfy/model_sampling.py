@@ -201,8 +201,9 @@ def flux_velocity(
     guidance: float | None = None,
 ) -> torch.Tensor:
     """One diffusers FLUX transformer call on unpacked latents [B, 16, h, w]: packs 2x2 patches,
-    runs the model in its dtype (the embeddings' dtype) and returns the unpacked velocity in
-    that dtype. `guidance` is used only by transformers with guidance embeddings (dev)."""
+    runs the model in its dtype (the embeddings' dtype, already on the latents' device and
+    repeated to their batch) and returns the unpacked velocity in that dtype. `guidance` is used
+    only by transformers with guidance embeddings (dev)."""
     b, _, h, w = x.shape
     dtype = prompt_embeds.dtype
     packed = fm.pack_latents(x.to(dtype))

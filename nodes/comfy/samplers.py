@@ -603,26 +603,32 @@ def sample(
     *,
     seed: int | None,
     callback: Callable[[dict], None] | None = None,
+    device: torch.device | str | None = None,
     **options,
 ) -> torch.Tensor:
     """One sampling run in the model's latent space, as ComfyUI's CFGGuider.sample and
-    KSAMPLER.sample: noise the latent to sigmas[0] (sigma*noise + (1-sigma)*latent), run the
-    sampler, undo the noise scaling at the last sigma. No sigmas: the latent comes back as it is.
-    `seed` seeds the ancestral and SDE samplers' extra noise (ComfyUI passes the noise seed)."""
+    KSAMPLER.sample: noise, latent and sigmas move to `device` (the model's; default the
+    noise's), the latent is noised to sigmas[0] (sigma*noise + (1-sigma)*latent), the sampler
+    runs, the noise scaling is undone at the last sigma. No sigmas: the latent comes back as it is.
+    `seed` seeds the ancestral and SDE samplers' extra noise (ComfyUI passes the noise seed); the
+    ancestral samplers draw it on `device`, as ComfyUI does."""
     if len(sigmas) == 0:
         return latent
     function = get_sampler(sampler) if isinstance(sampler, str) else sampler
-    sigmas = sigmas.to(noise.device)
-    x = noise_scaling(sigmas[0], noise, latent.to(noise.device))
+    device = noise.device if device is None else device
+    noise, sigmas = noise.to(device), sigmas.to(device)
+    x = noise_scaling(sigmas[0], noise, latent.to(device))
     samples = function(model, x, sigmas, extra_args={"seed": seed}, callback=callback, **options)
     return inverse_noise_scaling(sigmas[-1], samples)
 
 
-def sample_latent(model, sampler, sigmas, noise, samples, *, seed, callback=None, **options):
+def sample_latent(model, sampler, sigmas, noise, samples, *, seed, callback=None, device=None, **options):
     """`sample` on a ComfyUI LATENT's raw VAE latents: shifted and scaled in (unless all zero,
     as an empty latent stays), sampled, and back out in float32."""
     if len(sigmas) == 0:
         return samples
     latent = latent_in(samples) if torch.count_nonzero(samples) > 0 else samples
-    out = sample(model, sampler, sigmas, noise, latent, seed=seed, callback=callback, **options)
+    out = sample(
+        model, sampler, sigmas, noise, latent, seed=seed, callback=callback, device=device, **options
+    )
     return latent_out(out.to(torch.float32))
