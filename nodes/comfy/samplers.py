@@ -63,10 +63,10 @@ def _batch(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return sigma * x.new_ones([x.shape[0]])
 
 
-def _report(callback, x, i, sigma, denoised, sigma_hat=None):
+def _report(callback, x, i, sigma, denoised):
+    """k-diffusion's progress report (no churn here, so sigma_hat is sigma)."""
     if callback is not None:
-        sigma_hat = sigma if sigma_hat is None else sigma_hat
-        callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": denoised})
+        callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
 
 
 def _evaluate(model, x, sigma):
