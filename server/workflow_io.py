@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from nodes.base import NodeRegistry
+from server.paths import workflows_dir
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-WORKFLOWS_DIR = REPO_ROOT / "workflows"
+WORKFLOWS_DIR = workflows_dir()
 
 # litegraph node modes: 0 always, 2 never (muted), 4 bypass.
 MODE_MUTED = 2
@@ -156,18 +156,6 @@ def to_api(data: Any, registry: NodeRegistry) -> dict[str, Any]:
 
 
 # --- PNG metadata -----------------------------------------------------------------------------
-
-
-def png_metadata(prompt: dict | None, workflow: dict | None):
-    """PngInfo with `prompt` and `workflow` tEXt chunks, as ComfyUI writes them."""
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    if prompt is not None:
-        info.add_text("prompt", json.dumps(prompt))
-    if workflow is not None:
-        info.add_text("workflow", json.dumps(workflow))
-    return info
 
 
 def read_png_workflow(path: Path | str) -> dict[str, Any]:
