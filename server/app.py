@@ -23,6 +23,7 @@ from aiohttp import web
 from nodes.base import NodeRegistry
 from server.limits import Limits, body_deadline, handler_args
 from server.openapi import describe
+from server.paths import web_dir
 from server.routes import add_routes
 from server.routes.common import STATE, AppState, BadRequest, status_payload
 from server.runtime import Runtime, RuntimeConfig, create_runtime
@@ -33,7 +34,6 @@ from server.ws import Hub
 
 log = logging.getLogger("fluxloom.server")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 EXTRA_NODES_ENV = "FLUXLOOM_EXTRA_NODES"
 
 
@@ -41,7 +41,7 @@ EXTRA_NODES_ENV = "FLUXLOOM_EXTRA_NODES"
 class ServerConfig:
     data_dir: Path
     security: SecurityConfig = field(default_factory=SecurityConfig)
-    web_dir: Path = REPO_ROOT / "web"
+    web_dir: Path = field(default_factory=web_dir)
     limits: Limits = field(default_factory=Limits)
 
 

@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from server.security import json_error
+from server.validation import DEFAULT_MAX_NODES
 
 MiB = 2**20
 
@@ -29,6 +30,7 @@ class Limits:
     max_json_bytes: int = 16 * MiB  # a POST /prompt body (workflows with embedded text)
     max_upload_bytes: int = 64 * MiB  # one uploaded image
     max_image_pixels: int = 16384 * 16384
+    max_nodes: int = DEFAULT_MAX_NODES  # nodes in one prompt (--max-nodes)
     # Time to send a request: the whole head within `header_timeout` of the connection opening
     # or of the previous response (so it is also the idle keep-alive timeout); the body at
     # `body_min_rate` bytes/s on average once `body_timeout` seconds have passed.

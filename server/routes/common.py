@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from server import events
 from server.limits import Limits
 from server.openapi import body_schema, check_body
 from server.runtime import Runtime
@@ -45,7 +46,7 @@ class AppState:
 
 def status_payload(store: PromptStore) -> dict[str, Any]:
     """The websocket `status` message's data (without `sid`)."""
-    return {"status": {"exec_info": {"queue_remaining": store.remaining()}}}
+    return events.status(store.remaining())
 
 
 STATE = web.AppKey("fluxloom_state", AppState)
