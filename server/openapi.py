@@ -112,7 +112,12 @@ PROMPT_BODY = {
 }
 QUEUED = {
     "type": "object",
-    "properties": {"prompt_id": {"type": "string"}, "number": {"type": "number"}, "node_errors": OBJ},
+    "properties": {
+        "prompt_id": {"type": "string"},
+        "number": {"type": "number"},
+        "node_errors": OBJ,
+        "warnings": {"type": "array", "items": {"type": "string"}, "description": "fluxloom"},
+    },
     "required": ["prompt_id", "number", "node_errors"],
 }
 CLEAR_DELETE = {
