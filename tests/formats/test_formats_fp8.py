@@ -12,6 +12,7 @@ import torch
 
 from nodes.flux import quantization as q
 from nodes.flux.formats import fp8_linear, is_fp8, load_transformer_file
+from nodes.flux.formats.checkpoint_split import TensorFile
 from nodes.flux.formats.fp8 import Fp8Linear
 from server.models import module_bytes
 from tests.formats.helpers import FP8, forward, linears_of, psnr, sampled
@@ -88,3 +89,34 @@ def test_fp8_weights_with_a_quantization_choice_are_upcast_then_quantized(dev_fi
     model = load_transformer_file(dev_files["scaled"], choice, BF16)
     assert not any(isinstance(m, Fp8Linear) for m in model.modules())
     assert psnr(bf16_latents, sampled(model, BF16)) > 46
+
+
+def test_comfyui_scale_input_keys_are_ignored(dev_files, tmp_path, caplog):
+    """Scaled fp8 files made for fp8 matrix multiplication also carry `scale_input`s."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(dev_files["scaled"])
+    for key in [k for k in tensors if k.endswith(".scale_weight")]:
+        tensors[key.replace(".scale_weight", ".scale_input")] = torch.tensor(1.0)
+    file = tmp_path / "with-inputs.safetensors"
+    save_file(tensors, file, metadata=TensorFile(dev_files["scaled"]).metadata)
+    model = load_transformer_file(file, q.NONE, BF16)
+    reference = load_transformer_file(dev_files["scaled"], q.NONE, BF16)
+    assert torch.equal(forward(model, BF16), forward(reference, BF16))
+    assert "no place" not in caplog.text
+
+
+def test_fp8_all_in_one_checkpoint_keeps_its_transformer_8bit(tiny_pipelines, tmp_path):
+    """As ComfyUI's checkpoints/flux1-dev-fp8.safetensors: fp8 transformer, bf16 VAE."""
+    from nodes.flux.formats import load_vae_file, writers
+    from tests.formats.helpers import reference
+
+    file = writers.write_all_in_one(
+        tmp_path / "flux1-dev-fp8.safetensors",
+        transformer=reference(tiny_pipelines["dev"]),
+        vae=reference(tiny_pipelines["dev"], "VAE"),
+        fp8=FP8["e4m3fn"],
+    )
+    model = load_transformer_file(file, q.NONE, "auto")
+    assert model.dtype == BF16 and any(isinstance(m, Fp8Linear) for m in model.modules())
+    assert load_vae_file(file, "auto").dtype == BF16

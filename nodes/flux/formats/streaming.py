@@ -195,6 +195,7 @@ def stream_into(
                     _replace(model, module_name, layer, new)
                 loaded.layers[kind] += 1
             del tensor
+            release_freed_memory()
     unused = keys - {p.source for p in plan} - {k for k in keys if fp8.is_scale_key(k)}
     if unused:
         log.warning(
@@ -205,6 +206,27 @@ def stream_into(
         )
     check_complete(model, where)
     return loaded
+
+
+def release_freed_memory() -> None:
+    """Give the pages of freed temporaries back to the OS (glibc's malloc_trim). glibc raises its
+    mmap threshold after a large buffer is freed, so each layer's full-precision temporary comes
+    from the heap, and the quantized layers allocated between them fragment it: without this the
+    peak RSS of an int8 load is about the full-precision model's (measured: 820 MiB for a 303 MiB
+    int8 model from a 603 MiB bf16 file; 350 MiB with it)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc: nothing to do
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
 
 
 def _check_linear(layer: torch.nn.Linear, value: torch.Tensor, piece: Piece, where: str) -> None:
