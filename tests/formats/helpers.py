@@ -53,7 +53,14 @@ def sampled(model: torch.nn.Module, dtype: torch.dtype, steps: int = 4) -> torch
     )
     latent = {"samples": torch.zeros(1, 16, 8, 8)}
     with torch.no_grad():
-        return sample(model, cond, latent, SamplerSettings(seed=7, steps=steps), fm.ShiftConfig(), CPU)
+        return sample(
+            model,
+            positive=cond,
+            latent=latent,
+            settings=SamplerSettings(seed=7, steps=steps),
+            shift=fm.ShiftConfig(),
+            device=CPU,
+        )
 
 
 def psnr(reference: torch.Tensor, other: torch.Tensor) -> float:

@@ -137,3 +137,24 @@ def test_files_that_are_not_a_complete_flux_transformer_are_named(dev_files, tmp
         load_transformer_file(dev_files["bfl-fp32"], "int3")
     with pytest.raises(FormatError, match="unknown dtype"):
         load_transformer_file(dev_files["bfl-fp32"], q.NONE, "fp64")
+
+
+@pytest.mark.parametrize("name", ["e4m3fn", "Q8_0"])
+def test_a_lora_branches_onto_fp8_and_gguf_layers(dev_files, tmp_path, name):
+    """nodes.flux.lora keeps 8-bit and GGUF weights as they are and adds an unmerged branch; the
+    result is as close to the same LoRA merged into the bf16 model as the file is to bf16."""
+    from nodes.flux.lora import apply_loras
+    from nodes.flux.lora_writers import random_lora, write_peft
+
+    bf16 = torch.bfloat16
+    plain = load_transformer_file(dev_files["bfl-bf16"], q.NONE, bf16)
+    lora = write_peft(tmp_path / "lora.safetensors", random_lora(plain, std=0.5))
+    model = load_transformer_file(dev_files[name], q.NONE, bf16)
+    before = forward(model, bf16)
+    report = apply_loras(model, [(lora, 1.0)], bf16)
+    assert report.merged == 0 and report.branched > 10
+    assert apply_loras(plain, [(lora, 1.0)], bf16).branched == 0  # merged into plain weights
+    after, expected = forward(model, bf16), forward(plain, bf16)
+    # measured: 16 dB without the LoRA; with it, 43 dB (fp8) and 54 dB (Q8_0)
+    assert psnr(expected, before) < 25  # the LoRA changes the output a lot...
+    assert psnr(expected, after) > 38  # ...and the branched one matches the merged one
