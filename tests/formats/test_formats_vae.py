@@ -89,3 +89,12 @@ def test_vaes_fluxloom_cannot_build_are_named(dev_files, tmp_path):
         load_vae_file(tmp_path / "sd.safetensors")
     with pytest.raises(FormatError, match="not a VAE"):
         load_vae_file(dev_files["bfl-fp32"])
+
+
+def test_vae_estimate_is_the_loaded_size(dev_files):
+    from nodes.flux.formats import estimate_file_bytes
+    from server.models import module_bytes
+
+    for name in ("vae", "all-in-one"):
+        vae = load_vae_file(dev_files[name], torch.bfloat16)
+        assert estimate_file_bytes(dev_files[name], "none", torch.bfloat16, part="vae") == module_bytes(vae)

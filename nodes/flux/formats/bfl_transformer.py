@@ -16,12 +16,24 @@ FLUX.1's are (16, 56, 56) at head dim 128; other widths need the safetensors met
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from nodes.flux.formats.checkpoint_split import FormatError
+from nodes.flux import quantization as q
+from nodes.flux.formats import streaming
+from nodes.flux.formats.checkpoint_split import (
+    TRANSFORMER,
+    FormatError,
+    Part,
+    TensorDict,
+    TensorFile,
+    part_of,
+)
+from nodes.flux.formats.fp8 import is_scale_key
+from nodes.flux.formats.gguf_transformer import GGUFFile
+from nodes.flux.formats.streaming import Piece
 
 FLUX_ROPE = (16, 56, 56)
 FLUX_HEAD_DIM = 128
@@ -31,29 +43,6 @@ MLP_RATIO = 4  # diffusers' FluxTransformer2DModel fixes it
 # Keys that tell the two layouts apart.
 BFL_MARKERS = ("img_in.weight", "final_layer.linear.weight")
 DIFFUSERS_MARKERS = ("x_embedder.weight", "proj_out.weight")
-
-
-@dataclass(frozen=True)
-class Piece:
-    """One diffusers tensor: `source`'s rows [start, stop), or its two halves swapped
-    (BFL's final modulation is (shift, scale); diffusers' is (scale, shift)), or a 1x1
-    convolution's weight as a Linear's (the VAE's attention)."""
-
-    target: str
-    source: str
-    rows: tuple[int, int] | None = None
-    swap_halves: bool = False
-    flatten: bool = False
-
-    def take(self, t: torch.Tensor) -> torch.Tensor:
-        if self.flatten and t.ndim > 2:
-            return t.reshape(t.shape[0], t.shape[1])
-        if self.rows is not None:
-            return t[self.rows[0] : self.rows[1]]
-        if self.swap_halves:
-            first, second = t.chunk(2, dim=0)
-            return torch.cat([second, first], dim=0)
-        return t
 
 
 # --- which layout, which dimensions ---------------------------------------------------------
@@ -203,9 +192,9 @@ def _double_block(plan: list[Piece], i: int, hidden: int) -> None:
         [t + "attn.add_q_proj", t + "attn.add_k_proj", t + "attn.add_v_proj"],
         [hidden] * 3,
     )
-    for stream, q, k in (("img", "norm_q", "norm_k"), ("txt", "norm_added_q", "norm_added_k")):
-        plan.append(Piece(f"{t}attn.{q}.weight", f"{s}{stream}_attn.norm.query_norm.scale"))
-        plan.append(Piece(f"{t}attn.{k}.weight", f"{s}{stream}_attn.norm.key_norm.scale"))
+    for stream, query, key in (("img", "norm_q", "norm_k"), ("txt", "norm_added_q", "norm_added_k")):
+        plan.append(Piece(f"{t}attn.{query}.weight", f"{s}{stream}_attn.norm.query_norm.scale"))
+        plan.append(Piece(f"{t}attn.{key}.weight", f"{s}{stream}_attn.norm.key_norm.scale"))
     _linear(plan, s + "img_mlp.0", t + "ff.net.0.proj")
     _linear(plan, s + "img_mlp.2", t + "ff.net.2")
     _linear(plan, s + "txt_mlp.0", t + "ff_context.net.0.proj")
@@ -254,16 +243,12 @@ def conversion_plan(source, config: dict[str, Any]) -> list[Piece]:
     """The plan for `source`: BFL's conversion, or the identity for a file in diffusers' layout."""
     if layout(source.keys()) == "bfl":
         return bfl_plan(config)
-    from nodes.flux.formats.fp8 import is_scale_key
-
     return [Piece(k, k) for k in source.keys() if not is_scale_key(k)]
 
 
 def convert_state_dict(state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
     """(config, diffusers state dict) of an in-memory BFL (or diffusers-layout) state dict. The
     tensors are views of the given ones where the conversion allows."""
-    from nodes.flux.formats.checkpoint_split import TensorDict
-
     source = TensorDict(state_dict, metadata or {})
     config = infer_config(source)
     plan = conversion_plan(source, config)
@@ -302,14 +287,8 @@ def to_bfl(state_dict: dict[str, torch.Tensor], config: dict[str, Any]) -> dict[
 def open_transformer(path):
     """The transformer part of a file: a GGUF file, a safetensors file holding the transformer
     alone (BFL or diffusers layout), or the `model.diffusion_model.` part of an all-in-one one."""
-    from pathlib import Path
-
-    from nodes.flux.formats.checkpoint_split import TRANSFORMER, Part, TensorFile, part_of
-
     path = Path(path)
     if path.suffix.lower() == ".gguf":
-        from nodes.flux.formats.gguf_transformer import GGUFFile
-
         file = GGUFFile(path)
         prefix = "model.diffusion_model."
         return Part(file, prefix if any(k.startswith(prefix) for k in file.keys()) else "")
@@ -323,25 +302,23 @@ def load_transformer_file(path, quantization: str = "none", dtype="auto", device
     or "auto"/"bf16"/"fp16"/"fp32"). GGUF-quantized layers stay GGUF whatever the choice."""
     from diffusers import FluxTransformer2DModel
 
-    from nodes.flux import quantization as q
-    from nodes.flux.formats import streaming
-
     q.check_choice(quantization)
     device = torch.device(device)
     part = open_transformer(path)
     config = infer_config(part)
     dtype = streaming.resolve_dtype(dtype, part, device)
     model = streaming.build_empty(FluxTransformer2DModel, config)
-    loaded = streaming.stream_into(model, part, conversion_plan(part, config), quantization, dtype, device)
-    streaming.log.info("transformer %s: %s Linear layers", part.path.name, loaded.note())
+    report = streaming.stream_into(model, part, conversion_plan(part, config), quantization, dtype, device)
+    streaming.log.info("transformer %s: %s Linear layers", part.path.name, report.note())
     return model.eval()
 
 
-def estimate_file_bytes(path, quantization: str = "none", dtype=torch.bfloat16) -> int:
-    """What load_transformer_file(path, quantization, dtype) will take in memory, from the file's
-    header alone (for the model manager's budgets)."""
-    from nodes.flux.formats import streaming
-
-    part = open_transformer(path)
-    dtype = streaming.resolve_dtype(dtype, part, torch.device("cpu"))
-    return streaming.estimate_bytes(part, quantization, dtype)
+def estimate_file_bytes(
+    path, quantization: str = "none", dtype=torch.bfloat16, device="cpu", part: str = TRANSFORMER
+) -> int:
+    """What load_transformer_file(path, quantization, dtype, device) will take in memory, from
+    the file's header alone (for the model manager's budgets); with part="vae", what
+    load_vae_file(path, dtype, device) will."""
+    source = open_transformer(path) if part == TRANSFORMER else part_of(TensorFile(Path(path)), part)
+    dtype = streaming.resolve_dtype(dtype, source, torch.device(device))
+    return streaming.estimate_bytes(source, quantization, dtype)

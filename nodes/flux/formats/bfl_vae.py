@@ -12,12 +12,15 @@ the metadata `fluxloom.norm_num_groups`) and the latent scaling (FLUX.1's 0.3611
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from nodes.flux.formats.bfl_transformer import Piece
-from nodes.flux.formats.checkpoint_split import FormatError
+from nodes.flux import quantization as q
+from nodes.flux.formats import streaming
+from nodes.flux.formats.checkpoint_split import VAE, FormatError, TensorDict, TensorFile, part_of
+from nodes.flux.formats.streaming import Piece
 
 GROUPS_METADATA = "fluxloom.norm_num_groups"
 FLUX_GROUPS = 32
@@ -112,8 +115,6 @@ def vae_plan(source, config: dict[str, Any]) -> list[Piece]:
 
 def convert_vae_state_dict(state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
     """(config, diffusers state dict) of an in-memory BFL-layout VAE state dict."""
-    from nodes.flux.formats.checkpoint_split import TensorDict
-
     source = TensorDict(state_dict, metadata or {})
     config = infer_vae_config(source)
     return config, {p.target: p.take(state_dict[p.source]) for p in vae_plan(source, config)}
@@ -160,13 +161,7 @@ def _bfl_vae_keys(config: dict[str, Any]) -> list[str]:
 def load_vae_file(path, dtype="auto", device="cpu") -> torch.nn.Module:
     """A diffusers AutoencoderKL from a BFL-layout VAE file (ae.safetensors) or the VAE part of an
     all-in-one checkpoint, on `device` in `dtype` (a torch dtype or "auto"/"bf16"/"fp16"/"fp32")."""
-    from pathlib import Path
-
     from diffusers import AutoencoderKL
-
-    from nodes.flux import quantization as q
-    from nodes.flux.formats import streaming
-    from nodes.flux.formats.checkpoint_split import VAE, TensorFile, part_of
 
     device = torch.device(device)
     part = part_of(TensorFile(Path(path)), VAE)

@@ -21,7 +21,6 @@ import torch
 
 from nodes.flux import quantization as q
 from nodes.flux.formats import fp8
-from nodes.flux.formats.bfl_transformer import Piece
 from nodes.flux.formats.checkpoint_split import FormatError
 from nodes.flux.formats.gguf_transformer import dequantize, gguf_linear, is_gguf_tensor
 
@@ -32,9 +31,32 @@ FLOAT_NAMES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat1
 FP8_NAMES = ("F8_E4M3", "F8_E5M2")
 
 
+@dataclass(frozen=True)
+class Piece:
+    """One diffusers tensor: `source`'s rows [start, stop), or its two halves swapped
+    (BFL's final modulation is (shift, scale); diffusers' is (scale, shift)), or a 1x1
+    convolution's weight as a Linear's (the VAE's attention)."""
+
+    target: str
+    source: str
+    rows: tuple[int, int] | None = None
+    swap_halves: bool = False
+    flatten: bool = False
+
+    def take(self, t: torch.Tensor) -> torch.Tensor:
+        if self.flatten and t.ndim > 2:
+            return t.reshape(t.shape[0], t.shape[1])
+        if self.rows is not None:
+            return t[self.rows[0] : self.rows[1]]
+        if self.swap_halves:
+            first, second = t.chunk(2, dim=0)
+            return torch.cat([second, first], dim=0)
+        return t
+
+
 @dataclass
-class Loaded:
-    """What streaming did, for the log and the tests: how many Linear layers became what."""
+class StreamReport:
+    """What streaming did, for the log: how many Linear layers became what."""
 
     layers: Counter = field(default_factory=Counter)
 
@@ -159,7 +181,7 @@ def stream_into(
     quantization: str,
     dtype: torch.dtype,
     device: torch.device,
-) -> Loaded:
+) -> StreamReport:
     """Fill the meta-built `model` from `source` by `plan`: first every tensor that is not a
     Linear weight (small), then each Linear weight, one source tensor at a time."""
     where = str(source.path)
@@ -175,7 +197,7 @@ def stream_into(
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise FormatError(f"{where}: the model lacks {', '.join(missing[:5])}{more}; is the file complete?")
-    loaded = Loaded()
+    report = StreamReport()
     with source:
         for key, pieces in others.items():
             tensor = source.read(key)
@@ -193,7 +215,7 @@ def stream_into(
                 new, kind = make_linear(layer, value, scale, quantization, dtype, device)
                 if new is not None:
                     _replace(model, module_name, layer, new)
-                loaded.layers[kind] += 1
+                report.layers[kind] += 1
             del tensor
             release_freed_memory()
     unused = keys - {p.source for p in plan} - {k for k in keys if fp8.is_scale_key(k)}
@@ -205,7 +227,7 @@ def stream_into(
             sorted(unused)[:5],
         )
     check_complete(model, where)
-    return loaded
+    return report
 
 
 def release_freed_memory() -> None:
