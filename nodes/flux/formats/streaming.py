@@ -153,21 +153,16 @@ def make_linear(
     device: torch.device,
 ) -> tuple[torch.nn.Module | None, str]:
     """The layer that replaces the meta `linear` (None: keep it, its weight now set), and what it is."""
-    bias = linear.bias
+    bias = None if linear.bias is None else linear.bias.data
     if is_gguf_tensor(weight):
-        return gguf_linear(
-            weight, None if bias is None else bias.data, dtype, device
-        ), f"GGUF {weight.quant_type.name}"
+        return gguf_linear(weight, bias, dtype, device), f"GGUF {weight.quant_type.name}"
     if fp8.is_fp8(weight.dtype) and quantization == q.NONE:
-        bias_data = None if bias is None else bias.data
         kind = f"{str(weight.dtype).removeprefix('torch.')}{' scaled' if scale is not None else ''}"
-        return fp8.fp8_linear(weight.to(device), scale, bias_data, dtype), kind
+        return fp8.fp8_linear(weight.to(device), scale, bias, dtype), kind
     value = fp8.upcast(weight, scale, dtype) if fp8.is_fp8(weight.dtype) else weight.to(dtype)
     if quantization != q.NONE:
-        bias_data = None if bias is None else bias.data
-        layer = q.quantized_linear(
-            linear.in_features, linear.out_features, value, bias_data, quantization, dtype, device
-        )
+        shape = (linear.in_features, linear.out_features)
+        layer = q.quantized_linear(*shape, value, bias, quantization, dtype, device)
         if layer is not None:
             return layer, quantization
     linear._parameters["weight"] = torch.nn.Parameter(value.to(device))
