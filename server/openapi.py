@@ -400,7 +400,7 @@ def check_body(value: Any, schema: dict[str, Any], where: str = "body") -> str |
             if name not in value:
                 return f"{where}.{name} is required"
         if len(value) < schema.get("minProperties", 0):
-            return f"{where} must not be empty"
+            return f"{where} must not be empty" if schema["minProperties"] == 1 else f"{where} is too small"
         for name, sub in schema.get("properties", {}).items():
             if name in value and (problem := check_body(value[name], sub, f"{where}.{name}")):
                 return problem
@@ -410,7 +410,7 @@ def check_body(value: Any, schema: dict[str, Any], where: str = "body") -> str |
                 return problem
     elif isinstance(value, str):
         if len(value) < schema.get("minLength", 0):
-            return f"{where} must not be empty"
+            return f"{where} must be at least {schema['minLength']} characters"
         if len(value) > schema.get("maxLength", len(value)):
             return f"{where} must be at most {schema['maxLength']} characters"
         if "pattern" in schema and not re.search(schema["pattern"], value):
