@@ -146,12 +146,14 @@ class Hub:
         """Queue a message to one client (or everybody when `client_id` is None)."""
         if event == "executing":
             self.last_running = {"client_id": client_id, "node": data.get("node"), "data": data}
-        text = self._encode(event, data)
         targets = (
             self._clients.get(client_id, set())
             if client_id is not None
             else {ws for conns in self._clients.values() for ws in conns}
         )
+        if not targets:  # nobody listens (a script's prompt, 100,000 `executed` of a huge graph)
+            return
+        text = self._encode(event, data)
         for ws in list(targets):
             box = self._outbox.get(ws)
             if box is not None and not box.dropped and not box.put(text):

@@ -11,6 +11,7 @@ import threading
 import time
 
 from server.routes.common import STATE, Limits
+from server.ws import Hub
 from tests.hardening.serve import Serve, closed_by_server, ws_handshake
 from tests.server.conftest import Api, ServerThread, client_id, math_prompt
 from tests.server.serve_process import shared_models
@@ -158,3 +159,17 @@ def test_ten_stalled_clients_during_100_mib_of_broadcasts_keep_rss_bounded(tmp_p
         assert "fell behind" in srv.log()
     finally:
         srv.stop()
+
+
+def test_a_message_nobody_listens_to_is_not_even_encoded(monkeypatch):
+    """A prompt queued by a script without a websocket (or a 100,000-node graph's `executed`
+    messages) must not cost a json.dumps per message on the event loop."""
+    hub = Hub(status=lambda: {})
+    encoded: list[str] = []
+    monkeypatch.setattr(Hub, "_encode", staticmethod(lambda event, data: encoded.append(event) or "{}"))
+    for _ in range(1000):
+        hub.send("executed", {"node": "1", "output": {"text": ["x" * 1000]}}, "nobody")
+        hub.send("progress", {"value": 1, "max": 2})
+    hub.send("executing", {"node": "7", "prompt_id": "p"}, "nobody")
+    assert encoded == []
+    assert hub.last_running["node"] == "7"  # still remembered for a client that reconnects
