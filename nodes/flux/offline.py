@@ -40,22 +40,33 @@ def enforce() -> None:
         diffusers_hub.HF_HUB_DISABLE_TELEMETRY = True
 
 
-def _hub_errors() -> tuple[type[BaseException], ...]:
+def _is_hub_error(exc: BaseException) -> bool:
+    """huggingface_hub's offline / not-cached errors, and transformers' and diffusers' OSError
+    wrappers of them ("We couldn't connect to 'https://huggingface.co' ... cached files",
+    "... does not appear to have a file named config.json")."""
     try:
         from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
     except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
-        return ()
-    return (OfflineModeIsEnabled, LocalEntryNotFoundError)
+        return False
+    if isinstance(exc, OfflineModeIsEnabled | LocalEntryNotFoundError):
+        return True
+    text = str(exc)
+    return isinstance(exc, OSError) and any(
+        sign in text for sign in ("huggingface.co", "cached files", "does not appear to have a file named")
+    )
 
 
 @contextlib.contextmanager
 def no_hub(what: str, folder: str = "MODELS/text_encoders/"):
     """Run a library call that must only read local files; `what` names the model for the
-    message, `folder` where the user should put it."""
+    message, `folder` where the user should put it. (transformers 5 builds an *empty* tokenizer
+    instead of failing when a tokenizer's files are missing: check a tokenizer's length.)"""
     enforce()
     try:
         yield
-    except _hub_errors() as exc:
+    except Exception as exc:
+        if not _is_hub_error(exc):
+            raise
         raise HubAccessError(
             f"fluxloom never downloads models, and {what} is not on disk: put the file under "
             f"{folder} (or point --models / --extra-model-paths at the folder that has it). "
