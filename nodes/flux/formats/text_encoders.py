@@ -386,11 +386,35 @@ def _stream(
             layer, what = _linear(file, fh, name, linear, quantization, compute, device)
             _set_submodule(model, name, layer)
             counts[what] += 1
+            _give_back_freed_memory()
         done = {n + suffix for n in linears for suffix in (".weight", ".bias")}
         for key, file_key in file.keys.items():
             if key not in done:
                 _assign(model, key, file.read(fh, file_key), compute, device, file.path)
     return counts
+
+
+def _give_back_freed_memory() -> None:
+    """Return the heap's free pages to the system (glibc's malloc_trim): the full-precision
+    weight and the temporaries of quantizing one layer are freed, but glibc keeps such
+    layer-sized blocks in its heap (its mmap threshold grows with every large free), and without
+    this the peak of a streamed, quantized load creeps up to the size of the whole file."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc (macOS, Windows, musl): nothing to do
+        return None
+
+
+_LIBC = _load_libc()
 
 
 def _keep_dtype(name: str, compute: torch.dtype) -> torch.dtype:
