@@ -22,6 +22,7 @@ from aiohttp import web
 
 from nodes.base import NodeRegistry
 from server.openapi import describe
+from server.paths import web_dir
 from server.routes import add_routes
 from server.routes.common import STATE, AppState, BadRequest, Limits, status_payload
 from server.runtime import Runtime, RuntimeConfig, create_runtime
@@ -32,7 +33,6 @@ from server.ws import Hub
 
 log = logging.getLogger("fluxloom.server")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 EXTRA_NODES_ENV = "FLUXLOOM_EXTRA_NODES"
 
 
@@ -40,7 +40,7 @@ EXTRA_NODES_ENV = "FLUXLOOM_EXTRA_NODES"
 class ServerConfig:
     data_dir: Path
     security: SecurityConfig = field(default_factory=SecurityConfig)
-    web_dir: Path = REPO_ROOT / "web"
+    web_dir: Path = field(default_factory=web_dir)
     limits: Limits = field(default_factory=Limits)
 
 
