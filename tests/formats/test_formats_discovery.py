@@ -189,7 +189,8 @@ def test_what_fluxloom_does_not_offer(tmp_path, pipeline):
                 "lora_unet_double_blocks_0_img_attn_qkv.alpha",
             ],
         ),
-        ("kohya", ["lora_transformer_single_transformer_blocks_0_attn_to_q.lora_up.weight"]),
+        ("kohya", ["lora_transformer_single_transformer_blocks_0_attn_to_q.lora_down.weight"]),
+        ("kohya", ["diffusion_model.double_blocks.0.img_attn.proj.lora_down.weight"]),  # ComfyUI's spelling
         (
             "peft",
             [
@@ -197,7 +198,11 @@ def test_what_fluxloom_does_not_offer(tmp_path, pipeline):
                 "transformer.transformer_blocks.0.attn.to_k.lora_B.weight",
             ],
         ),
-        ("peft", ["base_model.model.single_transformer_blocks.3.proj_out.lora_B.weight"]),
+        (
+            "peft",
+            ["double_blocks.0.img_attn.qkv.lora_A.weight", "single_blocks.1.linear1.lora_B.weight"],
+        ),  # BFL names
+        ("fal-kontext", ["base_model.model.single_transformer_blocks.3.proj_out.lora_B.weight"]),
         (
             "xlabs",
             [
@@ -205,8 +210,6 @@ def test_what_fluxloom_does_not_offer(tmp_path, pipeline):
                 "double_blocks.0.processor.qkv_lora1.up.weight",
             ],
         ),
-        ("bfl", ["double_blocks.0.img_attn.qkv.lora_A.weight", "single_blocks.1.linear1.lora_B.weight"]),
-        ("bfl", ["diffusion_model.double_blocks.0.img_attn.proj.lora_up.weight"]),
     ],
 )
 def test_flux_loras_in_every_layout(tmp_path, layout, keys):

@@ -26,7 +26,8 @@ What is recognised (ComfyUI's folders hold all of these):
   VAE has the same shape and is offered too; SD1.5/SDXL's (4 channels) are not.
 - LORA: a FLUX LoRA: kohya (`lora_unet_double_blocks_…`, `lora_transformer_single_transformer_…`),
   diffusers/PEFT (`…single_transformer_blocks….lora_A.weight`), xlabs (`double_blocks.0.processor
-  .proj_lora1.down.weight`) or BFL/ComfyUI (`double_blocks.0.img_attn.qkv.lora_A.weight`).
+  .proj_lora1.down.weight`) or BFL/ComfyUI (`double_blocks.0.img_attn.qkv.lora_A.weight`); its
+  `layout` is lora_formats.layout_of's name ("kohya", "peft", "xlabs", ...).
 """
 
 from __future__ import annotations
@@ -302,16 +303,18 @@ def _has_lora_keys(keys) -> bool:
 
 
 def _lora(keys) -> Detected | None:
-    """A FLUX LoRA's layout, or None for a LoRA of another model (SDXL's `lora_unet_input_blocks`,
-    SD3's transformer without single blocks, ...)."""
-    kohya = [k for k in keys if k.startswith(("lora_unet_double_blocks_", "lora_unet_single_blocks_"))]
-    kohya += [k for k in keys if k.startswith("lora_transformer_single_transformer_blocks_")]
-    if kohya:
-        return Detected(kind="LORA", layout="kohya")
-    if any(_XLABS.search(k) for k in keys):
-        return Detected(kind="LORA", layout="xlabs")
-    if any(re.search(r"(^|\.)(double_blocks|single_blocks)\.\d+\.", k) for k in keys):
-        return Detected(kind="LORA", layout="bfl")
-    if any(re.search(r"(^|\.)single_transformer_blocks\.\d+\.", k) for k in keys):
-        return Detected(kind="LORA", layout="peft")
-    return None
+    """A FLUX LoRA (layout named by lora_formats.layout_of, as the LoRA loader reads it), or
+    None for a LoRA of another model (SDXL's `lora_unet_input_blocks`, SD3's transformer without
+    single blocks, ...)."""
+    from nodes.flux.lora_formats import layout_of
+
+    flux = (
+        any(k.startswith(("lora_unet_double_blocks_", "lora_unet_single_blocks_")) for k in keys)
+        or any(k.startswith("lora_transformer_single_transformer_blocks_") for k in keys)
+        or any(_XLABS.search(k) for k in keys)
+        or any(
+            re.search(r"(^|\.)(double_blocks|single_blocks|single_transformer_blocks)\.\d+\.", k)
+            for k in keys
+        )
+    )
+    return Detected(kind="LORA", layout=layout_of(keys)) if flux else None
