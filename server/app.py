@@ -25,7 +25,7 @@ from server.openapi import describe
 from server.paths import web_dir
 from server.routes import add_routes
 from server.routes.common import STATE, AppState, BadRequest, Limits, status_payload
-from server.runtime import Runtime, RuntimeConfig, create_runtime
+from server.runtime import Runtime, config_from_args, create_runtime
 from server.security import BindRefused, SecurityConfig, check_bind, json_error, make_middleware
 from server.store import PromptStore
 from server.worker import Worker
@@ -189,18 +189,10 @@ def serve_main(args: argparse.Namespace) -> int:
     if extra:
         log.info("custom nodes from %s", ", ".join(extra))
     data = Path(args.data_dir)
-    runtime = create_runtime(
-        RuntimeConfig(
-            models_dir=args.models,
-            output_dir=data / "output",
-            input_dir=data / "input",
-            temp_dir=data / "temp",
-            vram_budget_bytes=args.vram_budget,
-            ram_budget_bytes=args.ram_budget,
-            cache_budget_bytes=args.cache_budget,
-        ),
-        registry,
+    config = config_from_args(
+        args, output_dir=data / "output", input_dir=data / "input", temp_dir=data / "temp"
     )
+    runtime = create_runtime(config, registry)
     app = create_app(runtime, ServerConfig(data_dir=data, security=security))
     shown = f"[{args.host}]" if ":" in args.host else args.host
 
