@@ -21,9 +21,18 @@ from typing import Any
 from aiohttp import web
 
 from nodes.base import NodeRegistry
+from server.frontend import (
+    FLUXLOOM_EXTENSION,
+    FRONTEND,
+    FrontendNotInstalled,
+    FrontendState,
+    comfyui_static_dir,
+    web_directories,
+)
 from server.openapi import describe
 from server.routes import add_routes
 from server.routes.common import STATE, AppState, BadRequest, Limits, status_payload
+from server.routes.frontend_info import server_features
 from server.runtime import Runtime, RuntimeConfig, create_runtime
 from server.security import BindRefused, SecurityConfig, check_bind, json_error, make_middleware
 from server.store import PromptStore
@@ -42,6 +51,9 @@ class ServerConfig:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     web_dir: Path = REPO_ROOT / "web"
     limits: Limits = field(default_factory=Limits)
+    frontend: str = "fluxloom"  # or "comfyui": web_dir is then the official frontend's static site
+    # Frontend extensions by name (custom nodes' WEB_DIRECTORY); fluxloom's own is always added.
+    extension_dirs: dict[str, Path] = field(default_factory=dict)
 
 
 @web.middleware
@@ -86,7 +98,9 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
     store = PromptStore(cfg.data_dir / "queue.sqlite3")
     for pid in store.recover():
         log.warning("prompt %s was running when the server stopped; reported as failed", pid)
-    hub = Hub(status=lambda: status_payload(store))
+    hub = Hub(
+        status=lambda: status_payload(store), features=lambda: server_features(cfg.limits.max_upload_bytes)
+    )
     bridge = LoopBridge()
     worker = Worker(
         store,
@@ -109,6 +123,13 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
         client_max_size=cfg.limits.max_upload_bytes + 2**20,
     )
     app[STATE] = st
+    app[FRONTEND] = FrontendState(
+        kind=cfg.frontend,
+        data_dir=cfg.data_dir,
+        workflows_dir=st.workflows_dir,
+        extension_dirs={"fluxloom": FLUXLOOM_EXTENSION, **cfg.extension_dirs},
+    )
+    app[FRONTEND].create_folders()
 
     async def openapi(request: web.Request) -> web.Response:
         return web.json_response(describe(served_routes(request.app)))
@@ -170,6 +191,13 @@ def serve_main(args: argparse.Namespace) -> int:
         return 2
     if warning:
         log.warning("%s", warning)
+    comfyui_web = None
+    if getattr(args, "frontend", "fluxloom") == "comfyui":
+        try:
+            comfyui_web = comfyui_static_dir()
+        except FrontendNotInstalled as exc:
+            print(f"fluxloom serve: {exc}", file=sys.stderr)
+            return 2
     import nodes
 
     registry = nodes.load_all()
@@ -201,7 +229,10 @@ def serve_main(args: argparse.Namespace) -> int:
         ),
         registry,
     )
-    app = create_app(runtime, ServerConfig(data_dir=data, security=security))
+    cfg = ServerConfig(data_dir=data, security=security, extension_dirs=web_directories(extra))
+    if comfyui_web is not None:
+        cfg.web_dir, cfg.frontend = comfyui_web, "comfyui"
+    app = create_app(runtime, cfg)
     shown = f"[{args.host}]" if ":" in args.host else args.host
 
     def listening(_: str) -> None:  # run_app calls this once the socket is open

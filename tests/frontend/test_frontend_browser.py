@@ -1,0 +1,151 @@
+"""The official ComfyUI frontend (comfyui-frontend-package, real Chromium) in front of a real
+`fluxloom serve --frontend comfyui` with the demo model: it loads without a failed request, lists
+fluxloom's nodes, opens a shipped workflow from its templates dialog, runs it (the image lands on
+the Save node and in the assets panel), saves with Ctrl+S into fluxloom's saved workflows, keeps
+settings across a reload, and shows fluxloom's extension (demo notice, model status, warnings)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.frontend.conftest import open_frontend, request
+
+pytestmark = pytest.mark.browser
+
+APP = "window.comfyAPI.app.app"
+
+
+def open_template(page, name: str) -> None:
+    """Templates (sidebar) → the card of a shipped workflow → its graph on the canvas."""
+    page.get_by_role("button", name="Templates", exact=True).click()
+    page.get_by_text(name, exact=True).first.click()
+    page.wait_for_function(
+        f"{APP}.graph.nodes.some(n => n.type === 'FluxSampler') && !document.querySelector('[role=dialog]')",
+        timeout=20_000,
+    )
+
+
+def shrink(page) -> None:
+    """Edit the graph's widgets as a user would, so that the demo model runs in a second."""
+    page.evaluate(
+        f"""() => {{
+        const g = {APP}.graph;
+        const set = (type, name, value) => g.nodes.filter(n => n.type === type)
+          .forEach(n => {{ n.widgets.find(w => w.name === name).value = value; }});
+        set('EmptyLatent16ch', 'width', 64); set('EmptyLatent16ch', 'height', 64);
+        set('FluxSampler', 'steps', 2);
+        set('EncodePrompt', 'max_sequence_length', 16);
+    }}"""
+    )
+
+
+def test_page_loads_clean_lists_our_nodes_and_shows_the_extension(page, comfy_server):
+    # fluxloom's extension: the model manager's status with the demo notice, and the demo toast.
+    status = page.locator("#fluxloom-status")
+    assert "demo model only: images are noise" in status.text_content()
+    assert status.get_attribute("data-demo") == "true"
+    assert page.get_by_test_id("toast").get_by_text("fluxloom: demo model only").is_visible()
+    # A new page opens fluxloom's two-phase workflow, not the frontend's own default graph.
+    types = page.evaluate(f"{APP}.graph.nodes.map(n => n.type)")
+    assert {"LoadT5-8bit", "ModelOffload", "FluxSampler", "SaveImage"} <= set(types)
+    groups = page.evaluate(f"{APP}.graph.groups.map(g => g.title)")
+    assert groups == ["Phase 1: encode", "Phase 2: sample + decode"]
+    # A custom node pack's web directory was listed and loaded (with a module it imports).
+    assert page.evaluate("window.__webEchoLoaded") == "hello from a custom node's web directory"
+
+    page.get_by_role("button", name="Node Library (n)").click()
+    search = page.get_by_placeholder("Search Nodes...")
+    search.fill("FluxSampler")
+    page.get_by_text("FLUX Sampler").first.wait_for()
+    search.fill("Load T5")
+    page.get_by_text("Load T5 (8-bit)").first.wait_for()
+
+
+def test_template_runs_to_an_image_on_the_save_node_and_in_the_assets(page, comfy_server):
+    open_template(page, "flux-dev-lowvram-8bit")
+    shrink(page)
+    started = time.monotonic()
+    page.get_by_test_id("queue-button").click()
+    page.wait_for_function(
+        f"""() => {{ const n = {APP}.graph.nodes.find(n => n.type === 'SaveImage');
+            return n.imgs?.length > 0 && n.imgs[0].complete && n.imgs[0].naturalWidth === 64; }}""",
+        timeout=60_000,
+    )
+    ran = time.monotonic() - started
+    src = page.evaluate(f"{APP}.graph.nodes.find(n => n.type === 'SaveImage').imgs[0].src")
+    assert "/view?filename=fluxloom-dev_" in src and "type=output" in src, src
+    # fluxloom's execution_warning (the workflow names FLUX.1-dev, absent here) is a toast.
+    page.get_by_text("using the demo model").first.wait_for(timeout=10_000)
+    # The model status saw both phases: phase 1 models released before phase 2 ones loaded.
+    page.wait_for_function("window.fluxloomStatus.moves.includes('FLUX_MODEL loaded')", timeout=10_000)
+    moves = page.evaluate("window.fluxloomStatus.moves")
+    assert moves.index("T5 released") < moves.index("FLUX_MODEL loaded"), moves
+    assert "FLUX_MODEL" in page.locator("#fluxloom-status .fluxloom-models").text_content()
+
+    # The job is in the frontend's queue/assets panel, with the image as its preview.
+    filename = src.split("filename=")[1].split("&")[0]
+    page.get_by_role("button", name="Assets (a)").click()
+    page.locator(f"img[src*='{filename}']").first.wait_for(timeout=15_000)
+    jobs = json.loads(request(comfy_server.url, "GET", "api/jobs?status=completed")[1])["jobs"]
+    assert jobs[0]["preview_output"]["filename"] == filename and jobs[0]["status"] == "completed"
+    print(f"run from the Run button to the image on the Save node: {ran:.1f} s")
+
+
+def test_ctrl_s_saves_a_fluxloom_workflow_that_queues_by_name(page, comfy_server, page_log):
+    # Saving under the shipped name is refused on purpose (below): the frontend logs it.
+    page_log.expected[("POST", "/api/userdata/workflows%2Fflux-schnell.json")] = 403
+    page_log.allowed_errors.append("Error storing user data file")
+    open_template(page, "flux-schnell")
+    shrink(page)
+    page.keyboard.press("Control+s")
+    name_box = page.get_by_role("dialog").locator("input")
+    assert name_box.input_value() == "flux-schnell"
+    # The shipped name is read-only: the frontend says so, with the server's reason.
+    page.keyboard.press("Enter")
+    page.get_by_text("is a shipped workflow (read-only): save it under another name").first.wait_for()
+    page.keyboard.press("Control+s")
+    name_box.fill("my schnell")
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        f"{APP}.extensionManager.workflow.activeWorkflow?.path === 'workflows/my schnell.json'"
+    )
+
+    listed = json.loads(request(comfy_server.url, "GET", "workflows")[1])["workflows"]
+    assert {"name": "my schnell", "source": "user", "format": "ui"}.items() <= next(
+        w for w in listed if w["name"] == "my schnell"
+    ).items()
+    status, body = request(
+        comfy_server.url, "POST", "workflows/my schnell/queue", {"set": {"FLUX Sampler.seed": 7}}
+    )
+    assert status == 200, body
+    prompt_id = json.loads(body)["prompt_id"]
+    deadline = time.monotonic() + 60
+    while (job := json.loads(request(comfy_server.url, "GET", f"jobs/{prompt_id}")[1]))["status"] not in (
+        "success",
+        "error",
+    ):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert job["status"] == "success", job["error"]
+    assert job["files"][0]["filename"].endswith(".png")
+    # The widgets the test changed in the page are what ran: the saved file is the frontend's.
+    saved = json.loads(request(comfy_server.url, "GET", "workflows/my schnell")[1])
+    latent = next(n for n in saved["nodes"] if n["type"] == "EmptyLatent16ch")
+    assert latent["widgets_values"][:2] == [64, 64]
+
+
+def test_a_changed_setting_survives_a_reload(page, comfy_server, page_log):
+    key = "Comfy.Graph.CanvasInfo"  # the render stats in the canvas corner, on by default
+    value = not page.evaluate(f"{APP}.extensionManager.setting.get('{key}')")
+    page.evaluate(f"(v) => {APP}.extensionManager.setting.set('{key}', v)", value)
+    page.wait_for_function(
+        f"(v) => fetch('/api/settings/{key}').then(r => r.json()).then(x => x === v)",
+        arg=value,
+        timeout=10_000,
+    )
+    open_frontend(page, comfy_server.url)
+    assert page.evaluate(f"{APP}.extensionManager.setting.get('{key}')") == value
+    assert json.loads(request(comfy_server.url, "GET", "api/settings")[1])[key] == value
