@@ -42,10 +42,11 @@ def resolve_path(fs: FrontendState, rel: str) -> Path:
     """The file behind a userdata path; `workflows/...` is the saved-workflows folder."""
     if not rel:
         raise BadRequest("invalid_request", "a user data path is required")
-    parts = rel.replace("\\", "/").split("/")
-    root, rest = (fs.workflows_dir, parts[1:]) if parts[0] == WORKFLOWS else (fs.user_dir, parts)
+    rel = rel.replace("\\", "/")
+    head, _, rest = rel.partition("/")
+    root, inner = (fs.workflows_dir, rest) if head == WORKFLOWS else (fs.user_dir, rel)
     try:
-        return safe_join(root, *rest)
+        return safe_join(root, inner)
     except UnsafePath as exc:
         raise BadRequest("forbidden_path", f"user data path {rel!r}: {exc}", 403) from None
 

@@ -10,10 +10,10 @@ import os
 import subprocess
 import sys
 import urllib.request
-from urllib.parse import quote
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
