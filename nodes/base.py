@@ -13,14 +13,11 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-# Socket types carry values between nodes; widget types are edited on the node itself but can
-# also be fed by a link of the same type (as in ComfyUI).
-SOCKET_TYPES = frozenset({"CLIP", "T5", "FLUX_MODEL", "VAE", "CONDITIONING", "LATENT", "IMAGE", "*"})
-WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 MAX_SEED = 2**64 - 1
 
 
@@ -30,6 +27,126 @@ class DeclarationError(TypeError):
 
 class Interrupted(Exception):
     """Raised inside a node when the user interrupted the prompt."""
+
+
+# --- socket types ---------------------------------------------------------------------------
+#
+# A socket type is a value owned by the package that defines it: a name (what /object_info and
+# the canvas show) and the Python value that travels on it. FLUX declares its own in
+# nodes/flux/types.py; a custom node module declares new ones with `socket_type(...)`. A name is
+# declared once, so one type name always means one Python value; using an undeclared name (a
+# typo) fails when the node is declared, at import.
+
+
+@dataclass(frozen=True, eq=False)
+class SocketType:
+    name: str
+    value: str  # the Python value that travels on it, for docs and `fluxloom nodes`
+
+    # A type equals its name (names are unique), so code and tests may compare with "LATENT".
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SocketType | TypeUnion | str):
+            return self.name == (other if isinstance(other, str) else other.name)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset((self.name,))
+
+    def __or__(self, other: SocketType | TypeUnion) -> TypeUnion:
+        return TypeUnion((self,)) | other
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, eq=False)
+class TypeUnion:
+    """An input that takes any of several types, written `A | B`."""
+
+    members: tuple[SocketType, ...]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SocketType | TypeUnion | str):
+            return self.name == (other if isinstance(other, str) else other.name)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    @property
+    def name(self) -> str:  # ComfyUI's spelling of a union in /object_info
+        return ",".join(m.name for m in self.members)
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(m.name for m in self.members)
+
+    def __or__(self, other: SocketType | TypeUnion) -> TypeUnion:
+        extra = other.members if isinstance(other, TypeUnion) else (other,)
+        return TypeUnion(tuple(dict.fromkeys((*self.members, *extra))))
+
+    def __str__(self) -> str:
+        return self.name
+
+
+AnyType = SocketType | TypeUnion
+_DECLARED: dict[str, SocketType] = {}
+
+
+def socket_type(name: str, value: str) -> SocketType:
+    """Declare a socket type. Declaring a name again with the same description returns the same
+    type (a module imported twice); with another description it is an error."""
+    if not isinstance(name, str) or not name or "," in name:
+        raise DeclarationError(f"a socket type needs a name without commas, not {name!r}")
+    known = _DECLARED.get(name)
+    if known is not None:
+        if known.value != value:
+            raise DeclarationError(
+                f"socket type {name!r} is already declared as {known.value!r}; one type name means one "
+                "Python value: import the declared type, or give yours another name"
+            )
+        return known
+    declared = _DECLARED[name] = SocketType(name, value)
+    return declared
+
+
+def declared_types() -> list[SocketType]:
+    return list(_DECLARED.values())
+
+
+def resolve_type(spec: AnyType | str) -> AnyType:
+    """A type given as a value, or as the name of a declared type (custom node modules written
+    with strings keep working; an undeclared name is an error, naming it)."""
+    if isinstance(spec, SocketType | TypeUnion):
+        return spec
+    if isinstance(spec, str) and "," in spec:
+        parts = " | ".join(spec.split(","))
+        raise DeclarationError(f"type {spec!r}: write a union as a value ({parts}), not a joined string")
+    found = _DECLARED.get(spec) if isinstance(spec, str) else None
+    if found is None:
+        raise DeclarationError(f"unknown socket type {spec!r}; declare it with nodes.base.socket_type()")
+    return found
+
+
+@functools.lru_cache(maxsize=1024)
+def accepts(wanted: AnyType, given: AnyType) -> bool:
+    """Whether an input of type `wanted` takes an output of type `given`. Cached: validation
+    asks it for every link of every prompt."""
+    if ANY.name in wanted.names or ANY.name in given.names:
+        return True
+    return bool(wanted.names & given.names)
+
+
+ANY = socket_type("*", "any value (pass-through sockets)")
+INT = socket_type("INT", "int")
+FLOAT = socket_type("FLOAT", "float")
+STRING = socket_type("STRING", "str")
+BOOLEAN = socket_type("BOOLEAN", "bool")
+COMBO = socket_type("COMBO", "str, one of the input's choices")
 
 
 # --- widget specs ---------------------------------------------------------------------------
@@ -44,7 +161,7 @@ class Int:
     # Seeds get ComfyUI's fixed/increment/decrement/randomize control, stored as an extra
     # value after the widget in `widgets_values`.
     control_after_generate: bool = False
-    type = "INT"
+    type = INT
 
     def options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"default": self.default, "min": self.min, "max": self.max}
@@ -61,7 +178,7 @@ class Float:
     max: float = 1e9
     step: float = 0.01
     round: float | None = None
-    type = "FLOAT"
+    type = FLOAT
 
     def options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"default": self.default, "min": self.min, "max": self.max}
@@ -76,7 +193,7 @@ class String:
     default: str = ""
     multiline: bool = False
     placeholder: str = ""
-    type = "STRING"
+    type = STRING
 
     def options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"default": self.default, "multiline": self.multiline}
@@ -90,7 +207,7 @@ class Boolean:
     default: bool = False
     label_on: str = "true"
     label_off: str = "false"
-    type = "BOOLEAN"
+    type = BOOLEAN
 
     def options(self) -> dict[str, Any]:
         return {"default": self.default, "label_on": self.label_on, "label_off": self.label_off}
@@ -104,7 +221,7 @@ class Combo:
     choices: Sequence[str] | Callable[[NodeEnv], Sequence[str]] = ()
     default: str | None = None
     image_upload: bool = False
-    type = "COMBO"
+    type = COMBO
 
     def resolve(self, env: NodeEnv | None) -> list[str]:
         if callable(self.choices):
@@ -123,24 +240,23 @@ class Combo:
 Widget = Int | Float | String | Boolean | Combo
 
 
+def _resolve_field(spec: Any) -> None:
+    """Turn a type given by name into the declared type. An unknown name is kept as given, and
+    registering the node fails on it (at import), naming the node and the input."""
+    try:
+        object.__setattr__(spec, "type", resolve_type(spec.type))
+    except DeclarationError:
+        pass
+
+
 @dataclass(frozen=True)
 class Socket:
-    """An input that only takes a link. `type` may be several types joined by commas
-    (e.g. "CLIP,T5,FLUX_MODEL,VAE"), or "*" for anything."""
+    """An input that only takes a link: of one declared type, a union `A | B`, or ANY."""
 
-    type: str
+    type: AnyType
 
-    def accepts(self, other: str) -> bool:
-        return accepts(self.type, other)
-
-
-@functools.lru_cache(maxsize=1024)
-def accepts(wanted: str, given: str) -> bool:
-    """Whether an input of type `wanted` (types joined by commas, or "*") takes an output of
-    type `given`. Cached: validation asks it for every link of every prompt."""
-    if wanted == "*" or given == "*":
-        return True
-    return bool(set(wanted.split(",")) & set(given.split(",")))
+    def __post_init__(self) -> None:
+        _resolve_field(self)
 
 
 @dataclass(frozen=True)
@@ -151,7 +267,7 @@ class Input:
     tooltip: str = ""
 
     @property
-    def type(self) -> str:
+    def type(self) -> AnyType:
         return self.spec.type
 
     @property
@@ -161,16 +277,69 @@ class Input:
 
 @dataclass(frozen=True)
 class Output:
-    type: str
+    type: AnyType
     name: str = ""
     tooltip: str = ""
 
+    def __post_init__(self) -> None:
+        _resolve_field(self)
+
     @property
     def label(self) -> str:
-        return self.name or self.type
+        return self.name or self.type.name
 
 
-# --- run time -------------------------------------------------------------------------------
+# --- services a node may use ----------------------------------------------------------------
+#
+# Nodes never import the server: what they may ask of the engine is declared here, as InvokeAI's
+# invocation context does (`context.models.load(...)`). The server implements these.
+
+
+@dataclass
+class LoadedModel:
+    """A model's weights on a device, as `ModelService.use` hands them to a node."""
+
+    module: Any  # torch.nn.Module
+    tokenizer: Any | None
+    device: Any  # torch.device
+    dtype: Any  # torch.dtype: the compute dtype
+
+
+class ModelHandleLike(Protocol):
+    """What a loader node outputs: a cheap, hashable name of one model; no weights."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+class ModelService(Protocol):
+    """The engine's model manager, as nodes see it: `with ctx.models.use(handle) as loaded:`
+    brings a model onto the device (loading it the first time) and keeps it there while the block
+    runs; `offload` and `release` make the low-VRAM phases explicit."""
+
+    device: Any  # torch.device the models run on
+
+    def use(self, handle: ModelHandleLike) -> AbstractContextManager[LoadedModel]: ...
+
+    def offload(self, handle: ModelHandleLike) -> None: ...
+
+    def release(self, handle: ModelHandleLike) -> None: ...
+
+    def release_all(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ModelProvider:
+    """What a node package hands the engine's model manager at start-up: how to load one of its
+    handles onto a device, how large it will be (to make room first), and whether only the demo
+    model is installed (a fact every front end shows the same way)."""
+
+    load: Callable[[Any, Any], LoadedModel]  # (handle, torch.device) -> LoadedModel
+    estimate: Callable[[Any, Any], int] | None = None  # (handle, torch.device) -> bytes
+    demo_only: Callable[[], bool] = lambda: False
 
 
 @dataclass
@@ -181,7 +350,7 @@ class NodeEnv:
     input_dir: Path = Path("input")
     output_dir: Path = Path("output")
     temp_dir: Path = Path("temp")
-    models: Any = None  # server.models.ModelManager, when FLUX nodes are in use
+    models: ModelService | None = None  # None in a runtime without models (engine tests)
     # Called by validation before anything else: hook(prompt, env) -> list of warnings; may
     # rewrite the prompt in place (e.g. point a missing model at the demo model on a new machine).
     prompt_hooks: list[Callable[[dict, NodeEnv], list[str]]] = field(default_factory=list)
@@ -193,15 +362,25 @@ class NodeEnv:
 
 @dataclass
 class NodeContext:
-    """Handed to every run function: where it runs, and how it reports progress."""
+    """Handed to every run function: where it runs, the services it may use, and how it reports
+    progress."""
 
     env: NodeEnv
     node_id: str = ""
+    class_type: str = ""
     prompt_id: str = ""
     prompt: dict[str, Any] = field(default_factory=dict)
     extra_pnginfo: dict[str, Any] = field(default_factory=dict)
     on_progress: Callable[[int, int, Any], None] | None = None
     is_interrupted: Callable[[], bool] = lambda: False
+
+    @property
+    def models(self) -> ModelService:
+        """The model manager; a runtime without one cannot run nodes that load models."""
+        if self.env.models is None:
+            who = self.class_type or f"node {self.node_id}"
+            raise RuntimeError(f"{who} needs the model manager, which this runtime does not have")
+        return self.env.models
 
     def check_interrupt(self) -> None:
         if self.is_interrupted():
@@ -253,7 +432,7 @@ class NodeDef:
             target = optional if inp.optional else required
             if isinstance(inp.spec, Socket):
                 opts = {"tooltip": inp.tooltip} if inp.tooltip else {}
-                target[inp.name] = [inp.spec.type, opts] if opts else [inp.spec.type]
+                target[inp.name] = [inp.spec.type.name, opts] if opts else [inp.spec.type.name]
             elif isinstance(inp.spec, Combo):
                 opts = inp.spec.options()
                 if inp.tooltip:
@@ -263,14 +442,14 @@ class NodeDef:
                 opts = inp.spec.options()
                 if inp.tooltip:
                     opts["tooltip"] = inp.tooltip
-                target[inp.name] = [inp.spec.type, opts]
+                target[inp.name] = [inp.spec.type.name, opts]
         return {
             "input": {"required": required, "optional": optional},
             "input_order": {
                 "required": [i.name for i in self.inputs if not i.optional],
                 "optional": [i.name for i in self.inputs if i.optional],
             },
-            "output": [o.type for o in self.outputs],
+            "output": [o.type.name for o in self.outputs],
             "output_is_list": [False for _ in self.outputs],
             "output_name": [o.label for o in self.outputs],
             "output_tooltips": [o.tooltip for o in self.outputs],
@@ -294,11 +473,9 @@ def _check_declaration(d: NodeDef) -> None:
     if len(set(names)) != len(names):
         raise DeclarationError(f"{where}: duplicate input names {names}")
     for inp in d.inputs:
-        if isinstance(inp.spec, Socket):
-            for t in inp.spec.type.split(","):
-                if t not in SOCKET_TYPES and t not in WIDGET_TYPES:
-                    raise DeclarationError(f"{where}: input {inp.name!r} has unknown type {t!r}")
-        elif isinstance(inp.spec, Int | Float):
+        if isinstance(inp.spec, Socket) and not isinstance(inp.spec.type, SocketType | TypeUnion):
+            raise DeclarationError(f"{where}: input {inp.name!r}: {_type_problem(inp.spec.type)}")
+        if isinstance(inp.spec, Int | Float):
             if not inp.spec.min <= inp.spec.default <= inp.spec.max:
                 raise DeclarationError(f"{where}: default of {inp.name!r} is outside min..max")
         elif isinstance(inp.spec, Combo):
@@ -308,11 +485,11 @@ def _check_declaration(d: NodeDef) -> None:
                     raise DeclarationError(f"{where}: combo {inp.name!r} has no choices")
                 if inp.spec.default is not None and inp.spec.default not in choices:
                     raise DeclarationError(f"{where}: default of {inp.name!r} is not a choice")
-        elif not isinstance(inp.spec, Int | Float | String | Boolean):
+        elif not isinstance(inp.spec, Socket | Int | Float | String | Boolean):
             raise DeclarationError(f"{where}: input {inp.name!r} has an unknown spec {inp.spec!r}")
     for out in d.outputs:
-        if out.type not in SOCKET_TYPES and out.type not in WIDGET_TYPES:
-            raise DeclarationError(f"{where}: output {out.label!r} has unknown type {out.type!r}")
+        if not isinstance(out.type, SocketType | TypeUnion):
+            raise DeclarationError(f"{where}: output {out.name or out.type!r}: {_type_problem(out.type)}")
     if not d.outputs and not d.output_node:
         raise DeclarationError(f"{where}: a node without outputs must be an output node")
 
@@ -333,6 +510,14 @@ def _check_declaration(d: NodeDef) -> None:
             continue
         if name not in declared and p.default is inspect.Parameter.empty:
             raise DeclarationError(f"{where}: run parameter {name!r} is not a declared input")
+
+
+def _type_problem(spec: Any) -> str:
+    try:
+        resolve_type(spec)
+    except DeclarationError as exc:
+        return str(exc)
+    return f"{spec!r} is not a socket type"
 
 
 class NodeRegistry:

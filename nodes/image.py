@@ -8,6 +8,7 @@ to nearest on the way out), so a saved PNG equals FluxPipeline's PIL image pixel
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 from pathlib import Path
@@ -15,9 +16,22 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 
-from nodes.base import Combo, Input, NodeContext, NodeEnv, NodeResult, Output, Socket, String, node
-from server.workflow_io import png_metadata
+from nodes.base import (
+    Combo,
+    Input,
+    NodeContext,
+    NodeEnv,
+    NodeResult,
+    Output,
+    Socket,
+    String,
+    node,
+    socket_type,
+)
+
+IMAGE = socket_type("IMAGE", "float tensor [B, H, W, C] in 0..1 (C is 3, or 1 or 4)")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -86,7 +100,7 @@ def read_image(path: Path, name: str) -> torch.Tensor:
     display_name="Load Image",
     description="An image from the input folder (upload one with the button), as an IMAGE.",
     inputs=[Input("image", Combo(choices=input_images, image_upload=True))],
-    outputs=[Output("IMAGE", "image")],
+    outputs=[Output(IMAGE, "image")],
     fingerprint=_image_hash,
 )
 def load_image(ctx: NodeContext, image: str) -> tuple[torch.Tensor]:
@@ -125,6 +139,17 @@ def next_counter(folder: Path, name: str) -> int:
     pattern = re.compile(re.escape(name) + r"_(\d+)_\.png$")
     found = [int(m.group(1)) for p in folder.glob("*.png") if (m := pattern.match(p.name))]
     return max(found, default=0) + 1
+
+
+def png_metadata(prompt: dict | None, workflow: dict | None) -> PngInfo:
+    """PngInfo with `prompt` and `workflow` tEXt chunks, as ComfyUI writes them (and as
+    `fluxloom run` and the canvas read them back)."""
+    info = PngInfo()
+    if prompt is not None:
+        info.add_text("prompt", json.dumps(prompt))
+    if workflow is not None:
+        info.add_text("workflow", json.dumps(workflow))
+    return info
 
 
 def write_pngs(
@@ -166,7 +191,7 @@ def check_image_tensor(images, where: str) -> torch.Tensor:
     display_name="Save Image",
     description="Save images as PNG files in the output folder, with the workflow inside them.",
     inputs=[
-        Input("images", Socket("IMAGE")),
+        Input("images", Socket(IMAGE)),
         Input(
             "filename_prefix",
             String(default="fluxloom"),
@@ -189,7 +214,7 @@ def save_image(ctx: NodeContext, images: torch.Tensor, filename_prefix: str) -> 
     category="image",
     display_name="Preview Image",
     description="Show images on the node without keeping them (temporary PNGs).",
-    inputs=[Input("images", Socket("IMAGE"))],
+    inputs=[Input("images", Socket(IMAGE))],
     output_node=True,
 )
 def preview_image(ctx: NodeContext, images: torch.Tensor) -> NodeResult:

@@ -8,7 +8,20 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from nodes.base import Combo, Input, Int, NodeContext, NodeResult, Output, Socket, String, node
+from nodes.base import (
+    ANY,
+    INT,
+    STRING,
+    Combo,
+    Input,
+    Int,
+    NodeContext,
+    NodeResult,
+    Output,
+    Socket,
+    String,
+    node,
+)
 
 _INT_OPS = {
     "add": operator.add,
@@ -32,7 +45,7 @@ _BIG = 2**63 - 1
         Input("b", Int(default=0, min=-_BIG, max=_BIG)),
         Input("operation", Combo(choices=tuple(_INT_OPS), default="add")),
     ],
-    outputs=[Output("INT", "result")],
+    outputs=[Output(INT, "result")],
 )
 def integer_math(ctx: NodeContext, a: int, b: int, operation: str) -> tuple[int]:
     if operation in ("divide", "modulo") and b == 0:
@@ -46,7 +59,7 @@ def integer_math(ctx: NodeContext, a: int, b: int, operation: str) -> tuple[int]
     display_name="Text",
     description="A piece of text to feed several prompt inputs at once.",
     inputs=[Input("text", String(multiline=True))],
-    outputs=[Output("STRING", "text")],
+    outputs=[Output(STRING, "text")],
 )
 def text(ctx: NodeContext, text: str) -> tuple[str]:
     return (text,)
@@ -62,7 +75,7 @@ def text(ctx: NodeContext, text: str) -> tuple[str]:
         Input("b", String(multiline=True)),
         Input("separator", String(default=", ")),
     ],
-    outputs=[Output("STRING", "text")],
+    outputs=[Output(STRING, "text")],
 )
 def join_text(ctx: NodeContext, a: str, b: str, separator: str) -> tuple[str]:
     return (separator.join(part for part in (a, b) if part),)
@@ -82,7 +95,7 @@ def describe(value: Any) -> str:
     category="utils",
     display_name="Show Value",
     description="Shows any value (numbers, text, tensor shapes) on the node and in the history.",
-    inputs=[Input("value", Socket("*"))],
+    inputs=[Input("value", Socket(ANY))],
     output_node=True,
 )
 def show_value(ctx: NodeContext, value: Any) -> NodeResult:

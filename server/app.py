@@ -22,14 +22,15 @@ from aiohttp import web
 
 from nodes.base import NodeRegistry
 from server.frontend import (
-    FLUXLOOM_EXTENSION,
     FRONTEND,
     FrontendNotInstalled,
     FrontendState,
     comfyui_static_dir,
+    fluxloom_extension_dir,
     web_directories,
 )
 from server.openapi import describe
+from server.paths import web_dir
 from server.routes import add_routes
 from server.routes.common import STATE, AppState, BadRequest, Limits, status_payload
 from server.routes.frontend_info import server_features
@@ -41,7 +42,6 @@ from server.ws import Hub
 
 log = logging.getLogger("fluxloom.server")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 EXTRA_NODES_ENV = "FLUXLOOM_EXTRA_NODES"
 
 
@@ -49,7 +49,7 @@ EXTRA_NODES_ENV = "FLUXLOOM_EXTRA_NODES"
 class ServerConfig:
     data_dir: Path
     security: SecurityConfig = field(default_factory=SecurityConfig)
-    web_dir: Path = REPO_ROOT / "web"
+    web_dir: Path = field(default_factory=web_dir)
     limits: Limits = field(default_factory=Limits)
     frontend: str = "fluxloom"  # or "comfyui": web_dir is then the official frontend's static site
     # Frontend extensions by name (custom nodes' WEB_DIRECTORY); fluxloom's own is always added.
@@ -127,7 +127,7 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
         kind=cfg.frontend,
         data_dir=cfg.data_dir,
         workflows_dir=st.workflows_dir,
-        extension_dirs={"fluxloom": FLUXLOOM_EXTENSION, **cfg.extension_dirs},
+        extension_dirs={"fluxloom": fluxloom_extension_dir(), **cfg.extension_dirs},
     )
     app[FRONTEND].create_folders()
 

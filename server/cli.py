@@ -213,63 +213,53 @@ def runtime_config(args: argparse.Namespace, **dirs: Path):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    """Prepare the workflow as the server would, run it here with progress bars, print the files."""
     from server.runtime import create_runtime
-    from server.validation import ValidationError
-    from server.workflow_io import WorkflowError, apply_overrides, load_workflow, parse_override, to_api
 
     try:
         rt = create_runtime(runtime_config(args, output_dir=args.output_dir, input_dir=args.input_dir))
     except OSError as exc:  # e.g. --output-dir or --models names a file, or is not writable
         print(f"fluxloom run: cannot set up the folders: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    prepared = _prepare_for_run(args, rt)
+    if isinstance(prepared, int):
+        return prepared
+    try:
+        result = _execute_with_progress(args, rt, prepared)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    _print_result(args, rt, result)
+    if result.status == "interrupted":
+        return EXIT_INTERRUPTED
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _prepare_for_run(args: argparse.Namespace, rt: Any) -> Any:
+    """The prepared prompt, or the exit code after printing why there is none."""
+    from server import events
+    from server.prepare import prepare_prompt
+    from server.validation import ValidationError
+    from server.workflow_io import WorkflowError, load_workflow, parse_override
+
     try:
         data = load_workflow(args.workflow)
-        prompt = to_api(data, rt.registry)
-        prompt = apply_overrides(prompt, dict(parse_override(o) for o in args.overrides), rt.registry)
+        overrides = dict(parse_override(o) for o in args.overrides)
+        return prepare_prompt(data, rt.registry, rt.env, overrides=overrides)
     except WorkflowError as exc:
-        return _report_invalid(
-            args,
-            {
-                "error": {"type": "invalid_workflow", "message": str(exc), "details": "", "extra_info": {}},
-                "node_errors": {},
-            },
-        )
-    extra = {"extra_pnginfo": {"workflow": data}} if isinstance(data, dict) and "nodes" in data else {}
+        return _report_invalid(args, events.error_body(events.error_item("invalid_workflow", str(exc))))
+    except ValidationError as exc:
+        return _report_invalid(args, exc.as_json(), exc.prompt)
 
-    bar: dict[str, Any] = {}
 
-    def on_event(event: str, d: dict[str, Any]) -> None:
-        if event == "executing" and bar.get("pb") is not None:
-            bar.pop("pb").close()  # the node that reported progress is done
-        if event == "executing" and d["node"] is not None:
-            node = prompt[d["node"]]
-            meta = node.get("_meta")  # the file's own, not yet checked by validation
-            bar["title"] = (meta.get("title") if isinstance(meta, dict) else None) or node["class_type"]
-            if not args.json:
-                tqdm.write(f"▶ {d['node']} {bar['title']}", file=sys.stderr)
-        elif event == "progress":
-            pb = bar.get("pb")
-            if pb is None or pb.total != d["max"] or bar.get("node") != d["node"]:
-                if pb is not None:
-                    pb.close()
-                pb = bar["pb"] = tqdm(
-                    total=d["max"],
-                    desc=bar.get("title", d["node"]),
-                    file=sys.stderr,
-                    disable=args.json,
-                    leave=False,
-                )
-                bar["node"] = d["node"]
-            pb.n = d["value"]
-            pb.refresh()
-        elif event == "execution_cached" and d["nodes"] and not args.json:
-            tqdm.write(f"cached: {', '.join(d['nodes'])}", file=sys.stderr)
+def _execute_with_progress(args: argparse.Namespace, rt: Any, prepared: Any) -> Any:
+    """Run with a progress line per node and a bar per sampling run; the first Ctrl-C stops at
+    the next node or sampler step (as the server's Interrupt does), a second one at once."""
+    from tqdm import tqdm
+
+    printer = _ProgressPrinter(prepared.prompt, quiet=args.json)
 
     def on_ctrl_c(signum: int, frame: Any) -> None:
-        # Stop at the next node or sampler step, as the server's Interrupt does; a second
-        # Ctrl-C stops at once.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         tqdm.write("interrupting (Ctrl-C again to stop at once)", file=sys.stderr)
         rt.executor.interrupt()
@@ -277,17 +267,56 @@ def cmd_run(args: argparse.Namespace) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, on_ctrl_c) if in_main_thread else None
     try:
-        result = rt.executor.execute(prompt, "cli", on_event, extra)
-    except ValidationError as exc:
-        return _report_invalid(args, exc.as_json(), prompt)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return rt.executor.execute(prepared.validated, "cli", printer, prepared.extra_data)
     finally:
         if in_main_thread:
             signal.signal(signal.SIGINT, previous)
-        if bar.get("pb") is not None:
-            bar["pb"].close()
+        printer.close()
+
+
+class _ProgressPrinter:
+    """Executor listener for the terminal: which node runs, what was cached, step bars."""
+
+    def __init__(self, prompt: dict[str, Any], quiet: bool) -> None:
+        self.prompt, self.quiet = prompt, quiet
+        self.bar: Any = None
+        self.bar_node: str | None = None
+        self.title = ""
+
+    def __call__(self, event: str, d: dict[str, Any]) -> None:
+        from tqdm import tqdm
+
+        if event == "executing":
+            self.close()  # the node that reported progress is done
+            if d["node"] is not None:
+                node = self.prompt[d["node"]]
+                title = node["_meta"].get("title")
+                self.title = title if isinstance(title, str) and title else node["class_type"]
+                if not self.quiet:
+                    tqdm.write(f"▶ {d['node']} {self.title}", file=sys.stderr)
+        elif event == "progress":
+            if self.bar is None or self.bar.total != d["max"] or self.bar_node != d["node"]:
+                self.close()
+                self.bar = tqdm(
+                    total=d["max"],
+                    desc=self.title or d["node"],
+                    file=sys.stderr,
+                    disable=self.quiet,
+                    leave=False,
+                )
+                self.bar_node = d["node"]
+            self.bar.n = d["value"]
+            self.bar.refresh()
+        elif event == "execution_cached" and d["nodes"] and not self.quiet:
+            tqdm.write(f"cached: {', '.join(d['nodes'])}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _print_result(args: argparse.Namespace, rt: Any, result: Any) -> None:
     files = [
         str(
             Path(rt.env.output_dir if img.get("type") == "output" else rt.env.temp_dir)
@@ -298,18 +327,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         for img in ui.get("images", [])
     ]
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "status": result.status,
-                    "files": files,
-                    "outputs": result.outputs,
-                    "error": result.error,
-                    "seconds": round(result.seconds, 3),
-                },
-                indent=2,
-            )
-        )
+        summary = {
+            "status": result.status,
+            "files": files,
+            "outputs": result.outputs,
+            "error": result.error,
+            "seconds": round(result.seconds, 3),
+        }
+        print(json.dumps(summary, indent=2))
     elif result.ok:
         for nid, ui in result.outputs.items():
             for text in ui.get("text", []):
@@ -326,9 +351,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         if args.verbose:
             print("".join(e["traceback"]), file=sys.stderr)
-    if result.status == "interrupted":
-        return EXIT_INTERRUPTED
-    return EXIT_OK if result.ok else EXIT_FAILED
 
 
 def _report_invalid(args: argparse.Namespace, payload: dict, prompt: dict | None = None) -> int:

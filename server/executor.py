@@ -3,9 +3,10 @@ cached outputs, reporting events, honouring interruption, and turning a node's e
 error that names the node.
 
 Events go to a listener as `(event, data)` pairs whose names and fields are ComfyUI's websocket
-messages (`execution_start`, `execution_cached`, `executing`, `progress`, `executed`,
-`execution_success`, `execution_error`, `execution_interrupted`), so the server forwards them
-as they are.
+messages (built by server/events.py), so the server forwards them as they are.
+
+Every loop over the prompt's nodes is linear and checks for interruption, so that a prompt of a
+hundred thousand nodes (cached or not) stops promptly when asked.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import json
 import logging
 import sys
 import time
-import traceback
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from nodes.base import Combo, Interrupted, NodeContext, NodeEnv, NodeRegistry, NodeResult
+from nodes.base import Combo, Interrupted, NodeContext, NodeDef, NodeEnv, NodeRegistry, NodeResult
+from server import events
 from server.cache import CacheEntry, OutputCache, signature
 from server.validation import ValidatedPrompt, apply_prompt_hooks, validate_prompt
 
@@ -32,6 +33,15 @@ Listener = Callable[[str, dict[str, Any]], None]
 VOLATILE = "volatile:"
 # In a validated prompt every list-valued input is a link `[source_id, slot]`, so the hot paths
 # below test `type(value) is list` instead of re-checking the link's shape.
+
+
+@dataclass(frozen=True)
+class ValueLimits:
+    """How large a value a node may output: a graph of doubling text nodes must not turn a small
+    request into gigabytes (a node that does is stopped with an error naming it)."""
+
+    max_string_chars: int = 16 * 2**20
+    max_list_items: int = 1_000_000
 
 
 @dataclass
@@ -50,35 +60,44 @@ class ExecutionResult:
         return self.status == "success"
 
 
-def _timestamp() -> int:
-    return int(time.time() * 1000)
-
-
 def _no_listener(event: str, data: dict[str, Any]) -> None:
     pass
 
 
 class Executor:
     def __init__(
-        self, registry: NodeRegistry, env: NodeEnv | None = None, cache: OutputCache | None = None
+        self,
+        registry: NodeRegistry,
+        env: NodeEnv | None = None,
+        cache: OutputCache | None = None,
+        limits: ValueLimits | None = None,
     ) -> None:
         self.registry = registry
         self.env = env or NodeEnv()
         self.cache = cache if cache is not None else OutputCache()
+        self.limits = limits or ValueLimits()
         self._interrupted = False
         self.current: dict[str, Any] = {}  # prompt_id, node, value, max of the running prompt
-        # Identical prompts (re-queues, batch scripts) reuse their validation and signatures when
-        # those depend on the prompt alone; see _prepare.
+        # Identical raw prompts (re-runs of one file, batch scripts) reuse their validation and
+        # signatures when those depend on the prompt alone; see _prepare.
         self._prepared: OrderedDict[str, tuple[ValidatedPrompt, dict[str, str]]] = OrderedDict()
         self._static_types: dict[str, bool] = {}
 
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupted
+
     def interrupt(self) -> None:
-        """Stop the running prompt at the next node boundary or progress report."""
+        """Stop the running prompt at the next node boundary, progress report or loop turn."""
         self._interrupted = True
 
-    def signatures(self, vp: ValidatedPrompt) -> dict[str, str]:
+    # --- signatures -----------------------------------------------------------------------------
+
+    def signatures(self, vp: ValidatedPrompt, check: Callable[[], None] = lambda: None) -> dict[str, str]:
+        """Each needed node's cache key; `check` runs once per node (to stop on an interrupt)."""
         sigs: dict[str, str] = {}
         for nid in vp.order:
+            check()
             node = vp.prompt[nid]
             d = self.registry.get(node["class_type"])
             constants, upstream = {}, {}
@@ -103,6 +122,8 @@ class Executor:
             sigs[nid] = signature(d.class_type, constants, upstream, fp)
         return sigs
 
+    # --- preparing a raw prompt -------------------------------------------------------------------
+
     def _is_static(self, class_type: str) -> bool:
         """A node type whose validation and signature depend on its inputs alone: no file
         fingerprint and no choices read from disk."""
@@ -116,11 +137,12 @@ class Executor:
         return static
 
     def _prepare(self, prompt: dict[str, Any]) -> tuple[ValidatedPrompt, dict[str, str] | None]:
-        """Validate (and, for static prompts, sign) a prompt, reusing the work done for an
+        """Validate (and, for static prompts, sign) a raw prompt, reusing the work done for an
         identical one. The memo key is the prompt *after* the prompt hooks, so a hook that reads
         the machine's state (e.g. which models are installed) changes the key when it matters;
         and only prompts whose node types are all static are kept, so validation that reads
-        the disk (model/image choices, file fingerprints) is never reused."""
+        the disk (model/image choices, file fingerprints) is never reused. The server prepares
+        prompts once when they are queued (server/prepare.py) and hands over ValidatedPrompts."""
         prompt, warnings = apply_prompt_hooks(prompt, self.env)
         try:
             key = json.dumps(prompt, sort_keys=True)
@@ -140,6 +162,8 @@ class Executor:
             self._prepared.popitem(last=False)
         return vp, sigs
 
+    # --- running ----------------------------------------------------------------------------------
+
     def execute(
         self,
         prompt: dict[str, Any] | ValidatedPrompt,
@@ -147,204 +171,245 @@ class Executor:
         listener: Listener | None = None,
         extra_data: dict[str, Any] | None = None,
     ) -> ExecutionResult:
-        """Run a prompt to completion. Validation errors raise `server.validation.ValidationError`;
-        every other failure comes back as an ExecutionResult with status error/interrupted."""
+        """Run a prompt to completion. A raw prompt is validated first, and its validation errors
+        raise `server.validation.ValidationError`; every other failure comes back as an
+        ExecutionResult with status error/interrupted."""
         if isinstance(prompt, ValidatedPrompt):
             vp, sigs = prompt, None
         else:
             vp, sigs = self._prepare(prompt)
-        emit_raw = listener or _no_listener
-        result = ExecutionResult(prompt_id=prompt_id, status="success")
-        started = time.perf_counter()
         self._interrupted = False
         self.current = {"prompt_id": prompt_id, "node": None, "value": 0, "max": 0}
-
-        def emit(event: str, data: dict[str, Any], record: bool = False) -> None:
-            if record:
-                result.messages.append((event, data))
-            emit_raw(event, data)
-
-        emit("execution_start", {"prompt_id": prompt_id, "timestamp": _timestamp()}, record=True)
-        for warning in vp.warnings:
-            log.warning("%s", warning)
-            emit("execution_warning", {"prompt_id": prompt_id, "message": warning}, record=True)
         try:
-            sigs = sigs or self.signatures(vp)
-        except _FingerprintFailed as failed:  # e.g. an input file vanished: name the node
-            return self._fail(result, vp, failed.node_id, failed.cause, {}, emit, started)
+            return _Run(self, vp, prompt_id, listener or _no_listener, extra_data or {}).run(sigs)
+        finally:
+            self.current = {}
+            self._interrupted = False
 
-        # Snapshot cache hits now so that an eviction mid-run cannot take them away, and run
-        # only what the outputs need that is not already cached.
+    def release_models(self) -> str:
+        """After running out of memory: drop every model, and say what happened."""
+        if self.env.models is None:
+            return "Lower the resolution or batch size, or use a quantized model."
+        try:
+            self.env.models.release_all()
+            return "All models were released from memory; queue the prompt again."
+        except Exception as exc:  # never hide the original error behind this one
+            return f"Releasing models failed too: {events.exception_message(exc)}"
+
+
+class _Run:
+    """One prompt's run: its result, the values computed so far, and the steps (cache lookup,
+    each node, the end) as methods."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        vp: ValidatedPrompt,
+        prompt_id: str,
+        listener: Listener,
+        extra_data: dict[str, Any],
+    ) -> None:
+        self.ex = executor
+        self.vp = vp
+        self.prompt_id = prompt_id
+        self.listener = listener
+        self.extra_pnginfo = extra_data.get("extra_pnginfo") or {}
+        self.result = ExecutionResult(prompt_id=prompt_id, status="success")
+        self.values: dict[str, tuple] = {}
+        self.started = time.perf_counter()
+
+    def emit(self, event: str, data: dict[str, Any], record: bool = False) -> None:
+        if record:
+            self.result.messages.append((event, data))
+        self.listener(event, data)
+
+    def run(self, sigs: dict[str, str] | None) -> ExecutionResult:
+        self.emit("execution_start", events.execution_start(self.prompt_id), record=True)
+        for warning in self.vp.warnings:
+            log.warning("%s", warning)
+            self.emit("execution_warning", events.execution_warning(self.prompt_id, warning), record=True)
+        try:
+            sigs = sigs or self.ex.signatures(self.vp, self.check_interrupt)
+            to_run = self.answer_from_cache(sigs)
+            for nid in self.vp.order:
+                if nid in to_run:
+                    self.run_node(nid, sigs[nid])
+        except Interrupted:
+            return self.interrupted(self.ex.current.get("node"))
+        except _FingerprintFailed as failed:  # e.g. an input file vanished: name the node
+            return self.failed(failed.node_id, failed.cause, {})
+        except _NodeFailed as failed:
+            return self.failed(failed.node_id, failed.cause, failed.inputs)
+        self.result.seconds = time.perf_counter() - self.started
+        self.emit("execution_success", events.execution_success(self.prompt_id), record=True)
+        self.emit("executing", events.executing(None, self.prompt_id))
+        return self.result
+
+    def answer_from_cache(self, sigs: dict[str, str]) -> set[str]:
+        """Take every cached output now (so that an eviction mid-run cannot take it away), send
+        the cached output nodes' UI outputs, and return the nodes still to run."""
+        vp, cache = self.vp, self.ex.cache
         hits: dict[str, CacheEntry] = {}
         for nid in vp.order:
-            entry = self.cache.get(sigs[nid])
+            self.check_interrupt()
+            entry = cache.get(sigs[nid])
             if entry is not None:
                 hits[nid] = entry
-        to_run = self._needed(vp, hits)
-        result.cached = [nid for nid in vp.order if nid in hits]
-        emit(
-            "execution_cached",
-            {"nodes": list(result.cached), "prompt_id": prompt_id, "timestamp": _timestamp()},
-            record=True,
-        )
+                self.values[nid] = entry.outputs
+        cached = self.result.cached = [nid for nid in vp.order if nid in hits]
+        self.emit("execution_cached", events.execution_cached(cached, self.prompt_id), record=True)
+        outputs = set(vp.outputs)
+        for nid in cached:
+            self.check_interrupt()
+            entry = hits[nid]
+            if nid in outputs and entry.ui is not None:
+                self.result.outputs[nid] = entry.ui
+                self.emit("executed", events.executed(nid, entry.ui, self.prompt_id))
+        return self.needed(hits)
 
-        values: dict[str, tuple] = {nid: e.outputs for nid, e in hits.items()}
-        for nid in vp.order:
-            if nid in hits and nid in vp.outputs and hits[nid].ui is not None:
-                result.outputs[nid] = hits[nid].ui
-                emit(
-                    "executed",
-                    {"node": nid, "display_node": nid, "output": hits[nid].ui, "prompt_id": prompt_id},
-                )
-        extra_pnginfo = (extra_data or {}).get("extra_pnginfo") or {}
-
-        for nid in vp.order:
-            if nid not in to_run:
-                continue
-            node = vp.prompt[nid]
-            d = self.registry.get(node["class_type"])
-            kwargs: dict[str, Any] = {}
-            for name, value in node["inputs"].items():
-                kwargs[name] = values[value[0]][value[1]] if type(value) is list else value
-            if self._interrupted:
-                return self._interrupt(result, vp, nid, emit, started)
-            self.current.update(node=nid, value=0, max=0)
-            emit("executing", {"node": nid, "display_node": nid, "prompt_id": prompt_id})
-            ctx = NodeContext(
-                env=self.env,
-                node_id=nid,
-                prompt_id=prompt_id,
-                prompt=vp.prompt,
-                extra_pnginfo=extra_pnginfo,
-                on_progress=self._progress_reporter(nid, prompt_id, emit),
-                is_interrupted=lambda: self._interrupted,
-            )
-            try:
-                out = d.run(ctx, **kwargs)
-            except Interrupted:
-                return self._interrupt(result, vp, nid, emit, started)
-            except Exception as exc:
-                return self._fail(result, vp, nid, exc, kwargs, emit, started)
-            ui = None
-            if isinstance(out, NodeResult):
-                out, ui = tuple(out.outputs), out.ui
-            elif out is None:
-                out = ()
-            elif not isinstance(out, tuple):
-                out = (out,)
-            if len(out) != len(d.outputs):
-                exc = TypeError(f"{d.class_type} returned {len(out)} values for {len(d.outputs)} outputs")
-                return self._fail(result, vp, nid, exc, kwargs, emit, started)
-            values[nid] = out
-            if not sigs[nid].startswith(VOLATILE):
-                self.cache.put(sigs[nid], out, ui)
-            result.executed.append(nid)
-            if ui is not None:
-                result.outputs[nid] = ui
-                emit("executed", {"node": nid, "display_node": nid, "output": ui, "prompt_id": prompt_id})
-
-        result.seconds = time.perf_counter() - started
-        emit("execution_success", {"prompt_id": prompt_id, "timestamp": _timestamp()}, record=True)
-        emit("executing", {"node": None, "display_node": None, "prompt_id": prompt_id})
-        self.current = {}
-        return result
-
-    def _needed(self, vp: ValidatedPrompt, hits: dict[str, CacheEntry]) -> set[str]:
+    def needed(self, hits: dict[str, CacheEntry]) -> set[str]:
         """Nodes to run: walk back from the outputs, stopping at cached nodes."""
+        prompt = self.vp.prompt
         needed: set[str] = set()
-        stack = [o for o in vp.outputs if o not in hits]
+        stack = [o for o in self.vp.outputs if o not in hits]
         while stack:
             nid = stack.pop()
             if nid in needed:
                 continue
             needed.add(nid)
-            for value in vp.prompt[nid]["inputs"].values():
+            for value in prompt[nid]["inputs"].values():
                 if type(value) is list and value[0] not in hits:
                     stack.append(value[0])
         return needed
 
-    def _progress_reporter(self, nid: str, prompt_id: str, emit: Callable) -> Callable:
+    def check_interrupt(self) -> None:
+        if self.ex.interrupted:
+            raise Interrupted("interrupted")
+
+    def run_node(self, nid: str, sig: str) -> None:
+        node = self.vp.prompt[nid]
+        d = self.ex.registry.get(node["class_type"])
+        values = self.values
+        kwargs = {
+            name: values[value[0]][value[1]] if type(value) is list else value
+            for name, value in node["inputs"].items()
+        }
+        self.ex.current.update(node=nid, value=0, max=0)
+        self.check_interrupt()
+        self.emit("executing", events.executing(nid, self.prompt_id))
+        ctx = NodeContext(
+            env=self.ex.env,
+            node_id=nid,
+            class_type=d.class_type,
+            prompt_id=self.prompt_id,
+            prompt=self.vp.prompt,
+            extra_pnginfo=self.extra_pnginfo,
+            on_progress=self.progress_reporter(nid),
+            is_interrupted=lambda: self.ex.interrupted,
+        )
+        try:
+            out, ui = _outputs_of(d, d.run(ctx, **kwargs), self.ex.limits)
+        except Interrupted:
+            raise
+        except Exception as exc:
+            raise _NodeFailed(nid, exc, kwargs) from exc
+        values[nid] = out
+        if not sig.startswith(VOLATILE):
+            self.ex.cache.put(sig, out, ui)
+        self.result.executed.append(nid)
+        if ui is not None:
+            self.result.outputs[nid] = ui
+            self.emit("executed", events.executed(nid, ui, self.prompt_id))
+
+    def progress_reporter(self, nid: str) -> Callable[[int, int, Any], None]:
+        current, emit, prompt_id = self.ex.current, self.emit, self.prompt_id
+
         def report(value: int, total: int, preview: Any = None) -> None:
-            self.current.update(value=value, max=total)
-            emit("progress", {"value": value, "max": total, "node": nid, "prompt_id": prompt_id})
+            current.update(value=value, max=total)
+            emit("progress", events.progress(value, total, nid, prompt_id))
 
         return report
 
-    def _interrupt(
-        self, result: ExecutionResult, vp: ValidatedPrompt, nid: str, emit: Callable, started: float
-    ) -> ExecutionResult:
+    def interrupted(self, nid: str | None) -> ExecutionResult:
+        result = self.result
         result.status = "interrupted"
-        result.seconds = time.perf_counter() - started
-        emit(
+        result.seconds = time.perf_counter() - self.started
+        node_type = self.vp.prompt[nid]["class_type"] if nid else None
+        self.emit(
             "execution_interrupted",
-            {
-                "prompt_id": result.prompt_id,
-                "node_id": nid,
-                "node_type": vp.prompt[nid]["class_type"],
-                "executed": list(result.executed),
-                "timestamp": _timestamp(),
-            },
+            events.execution_interrupted(self.prompt_id, nid, node_type, result.executed),
             record=True,
         )
-        emit("executing", {"node": None, "display_node": None, "prompt_id": result.prompt_id})
-        self.current = {}
-        self._interrupted = False
+        self.emit("executing", events.executing(None, self.prompt_id))
         return result
 
-    def _fail(
-        self,
-        result: ExecutionResult,
-        vp: ValidatedPrompt,
-        nid: str | None,
-        exc: BaseException,
-        inputs: dict[str, Any],
-        emit: Callable,
-        started: float,
-    ) -> ExecutionResult:
-        message = str(exc) or type(exc).__name__
+    def failed(self, nid: str, exc: BaseException, inputs: dict[str, Any]) -> ExecutionResult:
+        message = events.exception_message(exc)
         if _is_out_of_memory(exc):
-            freed = self._release_models()
-            message = f"Out of memory: {message}. {freed}"
-        class_type = vp.prompt[nid]["class_type"] if nid else None
-        title = vp.prompt[nid].get("_meta", {}).get("title", class_type) if nid else None
+            message = f"Out of memory: {message}. {self.ex.release_models()}"
+        node = self.vp.prompt[nid]
+        class_type = node["class_type"]
+        title = node.get("_meta", {}).get("title", class_type)
         log.error("node %s (%s) failed: %s", nid, class_type, message)
+        result = self.result
         result.status = "error"
-        result.seconds = time.perf_counter() - started
-        result.error = {
-            "prompt_id": result.prompt_id,
-            "node_id": nid,
-            "node_type": class_type,
-            "node_title": title,
-            "executed": list(result.executed),
-            "exception_message": message,
-            "exception_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "traceback": traceback.format_exception(exc),
-            "current_inputs": {k: _describe(v) for k, v in inputs.items()},
-            "current_outputs": {},
-            "timestamp": _timestamp(),
-        }
-        emit("execution_error", result.error, record=True)
-        emit("executing", {"node": None, "display_node": None, "prompt_id": result.prompt_id})
-        self.current = {}
+        result.seconds = time.perf_counter() - self.started
+        result.error = events.execution_error(
+            self.prompt_id,
+            message,
+            exception_type=events.exception_type(exc),
+            node_id=nid,
+            node_type=class_type,
+            node_title=title,
+            executed_nodes=result.executed,
+            traceback=events.format_traceback(exc),
+            current_inputs={k: events.describe_value(v) for k, v in inputs.items()},
+        )
+        self.emit("execution_error", result.error, record=True)
+        self.emit("executing", events.executing(None, self.prompt_id))
         return result
 
-    def _release_models(self) -> str:
-        models = self.env.models
-        if models is not None and hasattr(models, "release_all"):
-            try:
-                models.release_all()
-                return "All models were released from memory; queue the prompt again."
-            except Exception as exc:  # never hide the original error behind this one
-                return f"Releasing models failed too: {exc}"
-        return "Lower the resolution or batch size, or use a quantized model."
+
+def _outputs_of(d: NodeDef, out: Any, limits: ValueLimits) -> tuple[tuple, dict[str, Any] | None]:
+    """A run function's return value as (outputs, UI output), checked against the declaration
+    and the value limits."""
+    ui = None
+    if isinstance(out, NodeResult):
+        out, ui = tuple(out.outputs), out.ui
+    elif out is None:
+        out = ()
+    elif not isinstance(out, tuple):
+        out = (out,)
+    if len(out) != len(d.outputs):
+        raise TypeError(f"{d.class_type} returned {len(out)} values for {len(d.outputs)} outputs")
+    for value, declared in zip(out, d.outputs, strict=True):
+        if isinstance(value, str) and len(value) > limits.max_string_chars:
+            raise ValueError(
+                f"output {declared.label!r} is a text of {len(value):,} characters, over the limit of "
+                f"{limits.max_string_chars:,}"
+            )
+        if isinstance(value, list | tuple) and len(value) > limits.max_list_items:
+            raise ValueError(
+                f"output {declared.label!r} is a list of {len(value):,} items, over the limit of "
+                f"{limits.max_list_items:,}"
+            )
+    return out, ui
 
 
 class _FingerprintFailed(Exception):
     """A node's fingerprint raised; carries the node so the error can name it."""
 
     def __init__(self, node_id: str, cause: Exception) -> None:
-        super().__init__(str(cause))
+        super().__init__(node_id)
         self.node_id, self.cause = node_id, cause
+
+
+class _NodeFailed(Exception):
+    """A node's run function raised (or returned something it may not)."""
+
+    def __init__(self, node_id: str, cause: Exception, inputs: dict[str, Any]) -> None:
+        super().__init__(node_id)
+        self.node_id, self.cause, self.inputs = node_id, cause, inputs
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -353,11 +418,3 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     # Only a node that used torch can have run out of its memory: no need to import it here.
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(exc, torch.OutOfMemoryError)
-
-
-def _describe(value: Any) -> str:
-    shape = getattr(value, "shape", None)
-    if shape is not None:
-        return f"{type(value).__name__}{tuple(shape)}"
-    text = repr(value)
-    return text if len(text) <= 200 else text[:200] + "…"

@@ -21,17 +21,21 @@ from pathlib import Path
 
 from aiohttp import web
 
+from server.paths import web_dir
+
 log = logging.getLogger("fluxloom.frontend")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-FLUXLOOM_WEB = REPO_ROOT / "web"
-FLUXLOOM_EXTENSION = FLUXLOOM_WEB / "ext"
 FRONTENDS = ("fluxloom", "comfyui")
 
 COMFYUI_PACKAGE = "comfyui-frontend-package"
 COMFYUI_MODULE = "comfyui_frontend_package"
 COMFYUI_VERSION = "1.58.1"  # the version the routes and tests were checked against; pyproject pins it
 INSTALL_HINT = f"pip install 'fluxloom[comfyui]' (or pip install {COMFYUI_PACKAGE}=={COMFYUI_VERSION})"
+
+
+def fluxloom_extension_dir() -> Path:
+    """fluxloom's own extension for the official frontend (`web/ext`), served as `fluxloom`."""
+    return web_dir() / "ext"
 
 
 class FrontendNotInstalled(RuntimeError):

@@ -1,13 +1,17 @@
 """Model manager — the low-VRAM core.
 
-Loader nodes output `ModelHandle`s: cheap, hashable names of one part of one model, with no
-weights. A consumer node asks the manager to `use(handle)`; only then are weights read (once:
-loaded models are kept by handle, so re-runs do not reload). The manager keeps the models on the
-device within a device budget (VRAM, or RAM on a CPU-only machine) and offloaded models within a
-host-RAM budget. When a model must come onto the device and the budget would overflow, the
-least-recently-used models that are not in use leave it: offloaded to host RAM while the RAM
-budget allows, released otherwise. So the peak is about the larger phase of a workflow, not the
-sum of every model it touches.
+Loader nodes output handles: cheap, hashable names of one model, with no weights (FLUX's are
+`nodes.flux.handles.ModelHandle`). A consumer node asks the manager to `use(handle)`; only then
+are weights read (once: loaded models are kept by handle, so re-runs do not reload). The manager
+keeps the models on the device within a device budget (VRAM, or RAM on a CPU-only machine) and
+offloaded models within a host-RAM budget. When a model must come onto the device and the budget
+would overflow, the least-recently-used models that are not in use leave it: offloaded to host
+RAM while the RAM budget allows, released otherwise. So the peak is about the larger phase of a
+workflow, not the sum of every model it touches.
+
+The manager is generic: a node package hands it a `nodes.base.ModelProvider` at start-up (how to
+load and size its handles; FLUX's is nodes.flux.provider), and nodes reach it through the
+`nodes.base.ModelService` protocol as `ctx.models`.
 
 On a CPU-only machine the "device" is the CPU: the same accounting applies, and offloading moves
 a model from the device budget's books to the RAM budget's without copying it (it stays in RAM;
@@ -23,43 +27,17 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from nodes.base import LoadedModel, ModelHandleLike, ModelProvider
+
 log = logging.getLogger("fluxloom.models")
 
-KINDS = ("CLIP", "T5", "FLUX_MODEL", "VAE")
 MAX_EVENTS = 1000  # the manager's log keeps the latest events only: a server runs for weeks
-
-
-@dataclass(frozen=True)
-class ModelHandle:
-    """What loader nodes output: names one part of one model, holds no weights."""
-
-    kind: str  # "CLIP" | "T5" | "FLUX_MODEL" | "VAE"
-    source: str  # name shown in the combo, e.g. "fluxloom-demo"
-    path: str  # folder of the diffusers pipeline
-    quantization: str  # "none" or one of nodes.flux.quantization.CHOICES
-    dtype: str  # "auto" | "bf16" | "fp16" | "fp32"
-
-    @property
-    def name(self) -> str:
-        q = "" if self.quantization == "none" else f", {self.quantization}"
-        return f"{self.source}/{self.kind} ({self.dtype}{q})"
-
-    def cache_size(self) -> int:
-        return 256  # the executor's OutputCache: a handle keeps no weights alive
-
-
-@dataclass
-class LoadedModel:
-    module: torch.nn.Module
-    tokenizer: Any | None
-    device: torch.device
-    dtype: torch.dtype  # compute dtype
 
 
 @dataclass(frozen=True)
@@ -79,19 +57,13 @@ class ModelEvent:
 
 @dataclass
 class _Entry:
-    handle: ModelHandle
+    handle: ModelHandleLike
     loaded: LoadedModel | None = None
     bytes: int = 0
     location: str = "none"  # "device" | "cpu" | "none" (not loaded yet)
     in_use: int = 0
     last_used: int = 0
     release_pending: bool = False
-
-
-# A loader reads one handle's weights onto a device: (handle, device) -> LoadedModel.
-Loader = Callable[[ModelHandle, torch.device], LoadedModel]
-# An estimator says how many bytes a handle will take once loaded, before it is loaded.
-Estimator = Callable[[ModelHandle, torch.device], int]
 
 
 def module_bytes(module: torch.nn.Module) -> int:
@@ -162,6 +134,11 @@ def _trim_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def _describe(handle: ModelHandleLike) -> dict[str, Any]:
+    describe = getattr(handle, "describe", None)  # optional: what else a provider's handles say
+    return describe() if callable(describe) else {}
+
+
 def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
@@ -169,22 +146,18 @@ def _mib(n: int) -> str:
 class ModelManager:
     def __init__(
         self,
-        loader: Loader,
+        provider: ModelProvider,
         *,
         device: torch.device | str | None = None,
         vram_budget: int | None = None,
         ram_budget: int | None = None,
-        estimator: Estimator | None = None,
-        demo_only: Callable[[], bool] | None = None,
     ) -> None:
         self.device = torch.device(device) if device is not None else default_device()
         auto_vram, auto_ram = automatic_budgets(self.device)
         self.vram_budget = int(vram_budget) if vram_budget is not None else auto_vram
         self.ram_budget = int(ram_budget) if ram_budget is not None else auto_ram
-        self._loader = loader
-        self._estimator = estimator
-        self._demo_only = demo_only or (lambda: False)
-        self._entries: dict[ModelHandle, _Entry] = {}
+        self._provider = provider
+        self._entries: dict[ModelHandleLike, _Entry] = {}
         self._lock = threading.RLock()
         self._tick = 0
         self.events: list[ModelEvent] = []
@@ -212,7 +185,7 @@ class ModelManager:
         with self._lock:
             return self._bytes_at("cpu")
 
-    def on_device(self) -> list[ModelHandle]:
+    def on_device(self) -> list[ModelHandleLike]:
         with self._lock:
             return [h for h, e in self._entries.items() if e.location == "device"]
 
@@ -248,7 +221,7 @@ class ModelManager:
     # --- using a model ------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def use(self, handle: ModelHandle) -> Iterator[LoadedModel]:
+    def use(self, handle: ModelHandleLike) -> Iterator[LoadedModel]:
         """Bring the model onto the device (loading it on first use, making room by LRU) and
         keep it there, safe from eviction, while the `with` block runs."""
         with self._lock:
@@ -281,7 +254,7 @@ class ModelManager:
                 released = self._make_room(entry, estimate)
             if released:
                 _trim_memory()  # let the released weights go before the new ones arrive
-            loaded = self._loader(entry.handle, self.device)
+            loaded = self._provider.load(entry.handle, self.device)
             with self._lock:
                 entry.loaded = loaded
                 entry.bytes = module_bytes(loaded.module)
@@ -295,11 +268,11 @@ class ModelManager:
             entry.location = "device"
             self._record("to_device", entry)
 
-    def _estimate(self, handle: ModelHandle) -> int:
-        if self._estimator is None:
+    def _estimate(self, handle: ModelHandleLike) -> int:
+        if self._provider.estimate is None:
             return 0
         try:
-            return int(self._estimator(handle, self.device))
+            return int(self._provider.estimate(handle, self.device))
         except Exception as exc:  # a missing file is reported by the loader, with its message
             log.debug("no size estimate for %s: %s", handle.name, exc)
             return 0
@@ -361,7 +334,7 @@ class ModelManager:
 
     # --- explicit control (ModelOffload node, POST /free) --------------------------------------
 
-    def offload(self, handle: ModelHandle) -> None:
+    def offload(self, handle: ModelHandleLike) -> None:
         """Move a model off the device into host RAM (released instead when the RAM budget
         cannot hold it). On a CPU-only machine it stays where it is in memory and moves from the
         device budget's books to the RAM budget's."""
@@ -382,7 +355,7 @@ class ModelManager:
                 self._offload(entry, "requested")
         _trim_memory()
 
-    def release(self, handle: ModelHandle) -> None:
+    def release(self, handle: ModelHandleLike) -> None:
         """Drop a model's weights entirely (after its current use, if it is in use)."""
         with self._lock:
             entry = self._entries.get(handle)
@@ -397,12 +370,12 @@ class ModelManager:
                 self._release(entry, "release all")
         _trim_memory()
 
-    def is_loaded(self, handle: ModelHandle) -> bool:
+    def is_loaded(self, handle: ModelHandleLike) -> bool:
         with self._lock:
             entry = self._entries.get(handle)
             return entry is not None and entry.loaded is not None
 
-    def location(self, handle: ModelHandle) -> str:
+    def location(self, handle: ModelHandleLike) -> str:
         with self._lock:
             entry = self._entries.get(handle)
             return entry.location if entry is not None else "none"
@@ -413,10 +386,9 @@ class ModelManager:
                 {
                     "name": e.handle.name,
                     "kind": e.handle.kind,
-                    "source": e.handle.source,
+                    **_describe(e.handle),
                     "bytes": e.bytes,
                     "location": e.location,
-                    "quantization": e.handle.quantization,
                     "in_use": e.in_use > 0,
                 }
                 for e in self._entries.values()
@@ -429,113 +401,6 @@ class ModelManager:
                 "device_bytes": self._bytes_at("device"),
                 "host_bytes": self._bytes_at("cpu"),
                 "peak_device_bytes": self.peak_device_bytes,
-                "demo_only": bool(self._demo_only()),
+                "demo_only": bool(self._provider.demo_only()),
                 "loaded": loaded,
             }
-
-
-# --- wiring into the runtime ----------------------------------------------------------------
-
-
-def load_handle(handle: ModelHandle, device: torch.device) -> LoadedModel:
-    """The manager's loader: read one part of a diffusers pipeline folder."""
-    from pathlib import Path
-
-    from nodes.flux.sources import load_part
-
-    loaded = load_part(Path(handle.path), handle.kind, handle.quantization, handle.dtype, device)
-    return LoadedModel(module=loaded.module, tokenizer=loaded.tokenizer, device=device, dtype=loaded.dtype)
-
-
-def estimate_handle(handle: ModelHandle, device: torch.device) -> int:
-    from pathlib import Path
-
-    from nodes.flux.sources import PARTS, estimate_bytes, resolve_dtype
-
-    folder = Path(handle.path) / PARTS[handle.kind].subfolder
-    return estimate_bytes(folder, resolve_dtype(handle.dtype, device, folder), handle.quantization)
-
-
-def create_manager(models_dir, vram_budget: int | None = None, ram_budget: int | None = None, device=None):
-    from nodes.flux.demo import DEMO_NAME
-    from nodes.flux.sources import find_pipelines, has_single_files
-
-    def demo_only() -> bool:
-        names = set(find_pipelines(models_dir))
-        return names == {DEMO_NAME} and not has_single_files(models_dir)
-
-    return ModelManager(
-        load_handle,
-        device=device,
-        vram_budget=vram_budget,
-        ram_budget=ram_budget,
-        estimator=estimate_handle,
-        demo_only=demo_only,
-    )
-
-
-def setup_environment(env, config) -> None:
-    """Called by server.runtime.create_runtime: give the nodes a model manager, write the demo
-    model when no FLUX model is installed at all, and substitute it for missing models."""
-    from nodes.flux.demo import ensure_demo_model
-    from nodes.flux.sources import find_pipelines, has_single_files
-
-    env.models = create_manager(env.models_dir, config.vram_budget_bytes, config.ram_budget_bytes)
-    if (
-        config.ensure_demo_model
-        and not find_pipelines(env.models_dir)
-        and not has_single_files(env.models_dir)
-    ):
-        log.info(
-            "no FLUX model found under %s; creating the demo model (random weights, images are noise)",
-            env.models_dir,
-        )
-        ensure_demo_model(env.models_dir)
-    ensure_example_input(env.input_dir)
-    env.prompt_hooks.append(substitute_demo_model)
-
-
-EXAMPLE_INPUT = "fluxloom-example.png"
-
-
-def ensure_example_input(input_dir) -> None:
-    """Put the example image the shipped img2img workflow loads into the input folder (as
-    ComfyUI ships input/example.png), unless a file of that name is already there."""
-    import shutil
-    from pathlib import Path
-
-    from server.workflow_io import WORKFLOWS_DIR
-
-    src, dest = WORKFLOWS_DIR / EXAMPLE_INPUT, Path(input_dir) / EXAMPLE_INPUT
-    if src.is_file() and not dest.exists():
-        with contextlib.suppress(OSError):
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dest)
-
-
-def substitute_demo_model(prompt: dict, env) -> list[str]:
-    """Prompt hook: when a loader names a model that is not installed and the only installed
-    FLUX model is the demo, point the loader at the demo and say so. With any real model
-    installed nothing is rewritten, and validation lists the installed choices."""
-    from nodes.flux.demo import DEMO_NAME
-    from nodes.flux.loaders import LOADER_TYPES
-    from nodes.flux.sources import find_pipelines, has_single_files
-
-    installed = set(find_pipelines(env.models_dir))
-    if installed != {DEMO_NAME} or has_single_files(env.models_dir):
-        return []
-    warnings: list[str] = []
-    for node in prompt.values():
-        if not isinstance(node, dict) or node.get("class_type") not in LOADER_TYPES:
-            continue
-        inputs = node.get("inputs")
-        source = inputs.get("source") if isinstance(inputs, dict) else None
-        if isinstance(source, str) and source not in installed:
-            inputs["source"] = DEMO_NAME
-            message = (
-                f"source '{source}' is not installed; using the demo model {DEMO_NAME} "
-                "(random weights: images are noise)"
-            )
-            if message not in warnings:
-                warnings.append(message)
-    return warnings

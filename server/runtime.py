@@ -4,8 +4,10 @@ the benchmarks, so they all behave the same."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,8 +15,14 @@ import nodes
 from nodes.base import NodeEnv, NodeRegistry
 from server.cache import OutputCache
 from server.executor import Executor
+from server.models import ModelManager
+from server.paths import workflows_dir
 
 log = logging.getLogger("fluxloom")
+
+# The node package whose model policy the manager is given (absent in a model-free engine).
+FLUX_PROVIDER = "nodes.flux.provider"
+EXAMPLE_INPUT = "fluxloom-example.png"
 
 
 @dataclass
@@ -36,6 +44,12 @@ class Runtime:
     env: NodeEnv
     executor: Executor
 
+    @property
+    def models(self) -> ModelManager | None:
+        """The model manager (the same object nodes see as `ctx.models`), for the server's own
+        use: stats, releasing memory."""
+        return self.env.models if isinstance(self.env.models, ModelManager) else None
+
 
 def create_runtime(config: RuntimeConfig, registry: NodeRegistry | None = None) -> Runtime:
     registry = registry or nodes.load_all()
@@ -53,14 +67,32 @@ def create_runtime(config: RuntimeConfig, registry: NodeRegistry | None = None) 
 
 
 def attach_models(env: NodeEnv, config: RuntimeConfig) -> None:
-    """Give the nodes a model manager (and the demo model when nothing is installed).
-    The FLUX issue fills this in; without it the engine runs model-free nodes only."""
+    """Give the nodes a model manager built on the FLUX package's model policy, write the demo
+    model when nothing is installed, and let the FLUX prompt hook point missing models at it. A
+    node library without that package (a model-free engine) runs without a manager; a package
+    that is there but broken (e.g. a missing dependency) is an error, never silently skipped."""
     try:
-        model_manager = importlib.import_module("server.models")
+        flux = importlib.import_module(FLUX_PROVIDER)
     except ModuleNotFoundError as exc:
-        if exc.name != "server.models":
-            raise  # the module is there but broken (e.g. a missing dependency): say so
+        if exc.name != FLUX_PROVIDER:
+            raise
         return
-    setup = getattr(model_manager, "setup_environment", None)
-    if setup is not None:
-        setup(env, config)
+    env.models = ModelManager(
+        flux.flux_model_provider(env.models_dir),
+        vram_budget=config.vram_budget_bytes,
+        ram_budget=config.ram_budget_bytes,
+    )
+    if config.ensure_demo_model:
+        flux.ensure_some_model(env.models_dir)
+    ensure_example_input(env.input_dir)
+    env.prompt_hooks.append(flux.substitute_demo_model)
+
+
+def ensure_example_input(input_dir: Path) -> None:
+    """Put the example image the shipped img2img workflow loads into the input folder (as
+    ComfyUI ships input/example.png), unless a file of that name is already there."""
+    src, dest = workflows_dir() / EXAMPLE_INPUT, Path(input_dir) / EXAMPLE_INPUT
+    if src.is_file() and not dest.exists():
+        with contextlib.suppress(OSError):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from server import events
+
 log = logging.getLogger("fluxloom.security")
 
 TOKEN_COOKIE = "fluxloom_token"
@@ -69,10 +71,7 @@ def check_bind(cfg: SecurityConfig) -> str | None:
 
 
 def json_error(status: int, kind: str, message: str) -> web.Response:
-    return web.json_response(
-        {"error": {"type": kind, "message": message, "details": "", "extra_info": {}}, "node_errors": {}},
-        status=status,
-    )
+    return web.json_response(events.error_body(events.error_item(kind, message)), status=status)
 
 
 def _host_name(host_header: str) -> str:

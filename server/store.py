@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from server import events
+
 PENDING, RUNNING = "pending", "running"
 SUCCESS, ERROR, INTERRUPTED = "success", "error", "interrupted"
 FINISHED = (SUCCESS, ERROR, INTERRUPTED)
@@ -37,7 +39,8 @@ CREATE TABLE IF NOT EXISTS prompts (
     error       TEXT,                   -- execution_error payload, JSON
     created     REAL NOT NULL,
     finished    REAL,
-    seq         INTEGER                 -- history order (finish order)
+    seq         INTEGER,                -- history order (finish order)
+    plan        TEXT                    -- JSON {order, warnings} of the validated prompt
 );
 CREATE INDEX IF NOT EXISTS prompts_status ON prompts(status, number);
 CREATE INDEX IF NOT EXISTS prompts_seq ON prompts(seq);
@@ -58,6 +61,9 @@ class PromptRow:
     error: dict[str, Any] | None = None
     created: float = 0.0
     finished: float | None = None
+    # How the prompt was validated when queued ({order, warnings}); None for rows queued by an
+    # older fluxloom, which the worker validates before running.
+    plan: dict[str, Any] | None = None
 
     def queue_item(self) -> list:
         """ComfyUI's queue item: [number, prompt_id, prompt, extra_data, outputs_to_execute]."""
@@ -95,6 +101,7 @@ def _row(r: sqlite3.Row) -> PromptRow:
         error=json.loads(r["error"]) if r["error"] else None,
         created=r["created"],
         finished=r["finished"],
+        plan=json.loads(r["plan"]) if r["plan"] else None,
     )
 
 
@@ -110,10 +117,17 @@ class PromptStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
         self._lock = threading.RLock()
         self.changed = threading.Condition(self._lock)
         self._counter = int(self._scalar("SELECT COALESCE(MAX(ABS(number)), 0) FROM prompts")) + 1
         self._seq = int(self._scalar("SELECT COALESCE(MAX(seq), 0) FROM prompts")) + 1
+
+    def _migrate(self) -> None:
+        """Add the columns a database made by an older fluxloom lacks (its rows keep working)."""
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(prompts)")}
+        if "plan" not in columns:
+            self._db.execute("ALTER TABLE prompts ADD COLUMN plan TEXT")
 
     def _scalar(self, sql: str, *args: Any) -> Any:
         with self._lock:
@@ -130,19 +144,7 @@ class PromptStore:
         with self._lock:
             ids = [r[0] for r in self._db.execute("SELECT prompt_id FROM prompts WHERE status=?", (RUNNING,))]
             for pid in ids:
-                error = {
-                    "prompt_id": pid,
-                    "node_id": None,
-                    "node_type": None,
-                    "node_title": None,
-                    "executed": [],
-                    "exception_message": STOPPED_MESSAGE,
-                    "exception_type": "ServerStopped",
-                    "traceback": [],
-                    "current_inputs": {},
-                    "current_outputs": {},
-                    "timestamp": int(time.time() * 1000),
-                }
+                error = events.execution_error(pid, STOPPED_MESSAGE, exception_type="ServerStopped")
                 self._finish_locked(pid, ERROR, {}, [["execution_error", error]], error)
             return ids
 
@@ -157,6 +159,7 @@ class PromptStore:
         client_id: str | None,
         number: float | None = None,
         front: bool = False,
+        plan: dict[str, Any] | None = None,
     ) -> float:
         """Queue a prompt; returns its number (ComfyUI: `front` means a negative number)."""
         with self._lock:
@@ -167,7 +170,7 @@ class PromptStore:
                     number = -number
             self._db.execute(
                 "INSERT INTO prompts (prompt_id, number, status, prompt, extra_data, outputs, client_id,"
-                " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " created, plan) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     prompt_id,
                     number,
@@ -177,6 +180,7 @@ class PromptStore:
                     json.dumps(outputs),
                     client_id,
                     time.time(),
+                    json.dumps(plan) if plan is not None else None,
                 ),
             )
             self.changed.notify_all()

@@ -11,6 +11,8 @@ from typing import Any
 import networkx as nx
 
 from nodes.base import (
+    COMBO,
+    STRING,
     Boolean,
     Combo,
     Float,
@@ -23,6 +25,7 @@ from nodes.base import (
     String,
     accepts,
 )
+from server import events
 
 
 @dataclass
@@ -39,16 +42,16 @@ class ValidatedPrompt:
 class ValidationError(Exception):
     error: dict[str, Any]
     node_errors: dict[str, Any] = field(default_factory=dict)
+    prompt: dict[str, Any] | None = None  # the API prompt judged, when the caller has it
 
     def __str__(self) -> str:
         return format_errors(self.as_json())
 
     def as_json(self) -> dict[str, Any]:
-        return {"error": self.error, "node_errors": self.node_errors}
+        return events.error_body(self.error, self.node_errors)
 
 
-def _err(type_: str, message: str, details: str = "", **extra: Any) -> dict[str, Any]:
-    return {"type": type_, "message": message, "details": details, "extra_info": extra}
+_err = events.error_item
 
 
 def is_link(value: Any) -> bool:
@@ -110,11 +113,7 @@ def _check_range(spec: Any, value: Any) -> dict | None:
 
 
 def _info(inp: Input) -> dict[str, Any]:
-    return {"input_name": inp.name, "input_config": inp.type}
-
-
-def _output_type(d: NodeDef, slot: int) -> str | None:
-    return d.outputs[slot].type if 0 <= slot < len(d.outputs) else None
+    return {"input_name": inp.name, "input_config": inp.type.name}
 
 
 def apply_prompt_hooks(prompt: Any, env: NodeEnv | None) -> tuple[Any, list[str]]:
@@ -135,171 +134,207 @@ def apply_prompt_hooks(prompt: Any, env: NodeEnv | None) -> tuple[Any, list[str]
     return hooked, warnings
 
 
+DEFAULT_MAX_NODES = 200_000  # nodes per prompt (--max-nodes); a request is refused above it
+
+
 def validate_prompt(
-    prompt: Any, registry: NodeRegistry, env: NodeEnv | None = None, *, hooks_applied: bool = False
+    prompt: Any,
+    registry: NodeRegistry,
+    env: NodeEnv | None = None,
+    *,
+    hooks_applied: bool = False,
+    max_nodes: int = DEFAULT_MAX_NODES,
 ) -> ValidatedPrompt:
     """Validate an API-format prompt; raise ValidationError carrying every error found.
     `hooks_applied`: the caller already ran `apply_prompt_hooks` (and keeps its warnings)."""
     if not isinstance(prompt, dict) or not prompt:
         raise ValidationError(_err("invalid_prompt", "Prompt must be a non-empty JSON object of nodes"))
-
+    if len(prompt) > max_nodes:
+        raise ValidationError(
+            _err(
+                "prompt_too_large",
+                f"Prompt has {len(prompt):,} nodes; the limit is {max_nodes:,}",
+                "raise it with `fluxloom serve --max-nodes N` if this graph is intended",
+            )
+        )
     warnings: list[str] = []
     if not hooks_applied:
         prompt, warnings = apply_prompt_hooks(prompt, env)
-    node_errors: dict[str, list[dict]] = {}
-    coerced: dict[str, Any] = {}
-    edges: list[tuple[str, str]] = []
-    combo_cache: dict[int, list[str]] = {}
+    check = _NodeChecker(prompt, registry, env)
+    coerced = check.all_nodes()
+    graph, outputs, order, needed = _plan(prompt, coerced, check.edges, registry, check)
+    _raise_if_invalid(check.errors, needed, coerced, outputs, prompt, graph)
+    return ValidatedPrompt(prompt=coerced, order=order, outputs=outputs, warnings=warnings)
 
-    def add(node_id: str, error: dict) -> None:
-        node_errors.setdefault(node_id, []).append(error)
 
-    for raw_id, node in prompt.items():
-        node_id = raw_id if type(raw_id) is str else str(raw_id)
+class _NodeChecker:
+    """Checks every node of a prompt, collecting all errors: the node's type, then each input as
+    a link (source, slot, type) or as a constant (conversion, range, choices)."""
+
+    def __init__(self, prompt: dict, registry: NodeRegistry, env: NodeEnv | None) -> None:
+        self.prompt, self.registry, self.env = prompt, registry, env
+        self.errors: dict[str, list[dict]] = {}
+        self.edges: list[tuple[str, str]] = []
+        self._choices: dict[int, list[str]] = {}  # combo spec id → choices, read once per prompt
+
+    def add(self, node_id: str, error: dict) -> None:
+        self.errors.setdefault(node_id, []).append(error)
+
+    def all_nodes(self) -> dict[str, Any]:
+        coerced: dict[str, Any] = {}
+        for raw_id, node in self.prompt.items():
+            node_id = raw_id if type(raw_id) is str else str(raw_id)
+            d = self.node_type(node_id, node)
+            if d is None:
+                continue
+            inputs = node.get("inputs", {})
+            if not isinstance(inputs, dict):
+                self.add(node_id, _err("invalid_node", f"Node {node_id}: inputs must be an object"))
+                continue
+            coerced[node_id] = {
+                "class_type": d.class_type,
+                "inputs": self.inputs(node_id, d, inputs),
+                # The executor and the CLI read `_meta.title`; anything but an object would break
+                # them, so a missing one names the node by its class_type.
+                "_meta": meta if isinstance(meta := node.get("_meta"), dict) else {"title": d.class_type},
+            }
+        return coerced
+
+    def node_type(self, node_id: str, node: Any) -> NodeDef | None:
         if not isinstance(node, dict) or "class_type" not in node:
-            add(node_id, _err("invalid_node", f"Node {node_id} has no class_type"))
-            continue
-        if type(node["class_type"]) is not str:
+            self.add(node_id, _err("invalid_node", f"Node {node_id} has no class_type"))
+            return None
+        class_type = node["class_type"]
+        if type(class_type) is not str:
             # A list or object here would not even be hashable as a registry key.
-            add(node_id, _err("invalid_node", f"Node {node_id}: class_type must be a string"))
-            continue
-        d = registry.get(node["class_type"])
+            self.add(node_id, _err("invalid_node", f"Node {node_id}: class_type must be a string"))
+            return None
+        d = self.registry.get(class_type)
         if d is None:
-            add(
+            message = f"Node type '{class_type}' does not exist"
+            self.add(
                 node_id,
-                _err(
-                    "missing_node_type",
-                    f"Node type '{node['class_type']}' does not exist",
-                    f"Node {node_id} has unknown class_type {node['class_type']!r}",
-                ),
+                _err("missing_node_type", message, f"Node {node_id} has unknown class_type {class_type!r}"),
             )
-            continue
-        inputs = node.get("inputs", {})
-        if not isinstance(inputs, dict):
-            add(node_id, _err("invalid_node", f"Node {node_id}: inputs must be an object"))
-            continue
-        out_inputs: dict[str, Any] = {}
+        return d
+
+    def inputs(self, node_id: str, d: NodeDef, given: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
         for inp in d.inputs:
-            value = inputs.get(inp.name)
+            value = given.get(inp.name)
             if value is None:
                 if not inp.optional:
-                    add(
+                    self.add(
                         node_id,
                         _err("required_input_missing", "Required input is missing", inp.name, **_info(inp)),
                     )
                 continue
-            if type(value) is list:
-                if not is_link(value):
-                    add(
-                        node_id,
-                        _err(
-                            "bad_linked_input",
-                            "Bad linked input, must be a length-2 list of [node_id, slot_index]",
-                            f"{inp.name}, {value!r}",
-                            received_value=value,
-                            **_info(inp),
-                        ),
-                    )
-                    continue
-                src_id, slot = value[0] if type(value[0]) is str else str(value[0]), value[1]
-                src = prompt.get(src_id) or prompt.get(value[0])
-                src_type = src.get("class_type") if isinstance(src, dict) else None
-                src_def = registry.get(src_type) if type(src_type) is str else None
-                if src is None:
-                    add(
-                        node_id,
-                        _err(
-                            "bad_linked_input",
-                            f"Input '{inp.name}' links to node {src_id}, which does not exist",
-                            f"{inp.name}, {value!r}",
-                            received_value=value,
-                            **_info(inp),
-                        ),
-                    )
-                    continue
-                edges.append((src_id, node_id))
-                out_inputs[inp.name] = [src_id, slot]
-                if src_def is None:
-                    continue  # the source's own error is reported on the source
-                out_type = _output_type(src_def, slot)
-                if out_type is None:
-                    add(
-                        node_id,
-                        _err(
-                            "bad_linked_input",
-                            f"Input '{inp.name}' links to output slot {slot} of node {src_id} "
-                            f"({src_def.class_type}), which has {len(src_def.outputs)} outputs",
-                            f"{inp.name}, {value!r}",
-                            received_value=value,
-                            **_info(inp),
-                        ),
-                    )
-                    continue
-                wanted = inp.spec.type if isinstance(inp.spec, Socket) else inp.type
-                if isinstance(inp.spec, Combo):
-                    wanted = "COMBO,STRING"
-                if not accepts(wanted, out_type):
-                    add(
-                        node_id,
-                        _err(
-                            "return_type_mismatch",
-                            "Return type mismatch between linked nodes",
-                            f"{inp.name}, received_type({out_type}) mismatch input_type({inp.type})",
-                            received_type=out_type,
-                            linked_node=value,
-                            **_info(inp),
-                        ),
-                    )
-                continue
-            if type(inp.spec) is Socket:
-                add(
-                    node_id,
-                    _err(
-                        "invalid_input_type",
-                        f"Input '{inp.name}' takes a {inp.spec.type} link, not a value",
-                        f"{inp.name}, {value!r}",
-                        received_value=value,
-                        **_info(inp),
-                    ),
-                )
-                continue
-            try:
-                value = coerce_value(inp.spec, value)
-            except (TypeError, ValueError, OverflowError) as exc:
-                add(
-                    node_id,
-                    _err(
-                        "invalid_input_type",
-                        f"Failed to convert an input value to a {inp.type} value",
-                        f"{inp.name}, {value!r}, {exc}",
-                        received_value=value,
-                        **_info(inp),
-                    ),
-                )
-                continue
-            bad = _check_range(inp.spec, value)
-            if bad is None and isinstance(inp.spec, Combo):
-                choices = combo_cache.get(id(inp.spec))
-                if choices is None:
-                    choices = combo_cache[id(inp.spec)] = inp.spec.resolve(env)
-                if value not in choices:
-                    shown = ", ".join(choices) if choices else "(none installed)"
-                    bad = _err(
-                        "value_not_in_list", "Value not in list", f"{inp.name}: '{value}' not in [{shown}]"
-                    )
-            if bad is not None:
-                bad["details"] = bad["details"] or f"{inp.name}"
-                bad["extra_info"].update(received_value=value, **_info(inp))
-                add(node_id, bad)
-                continue
-            out_inputs[inp.name] = value
-        coerced[node_id] = {
-            "class_type": d.class_type,
-            "inputs": out_inputs,
-            # The executor and the CLI read `_meta.title`; anything but an object would break them.
-            "_meta": meta if isinstance(meta := node.get("_meta"), dict) else {"title": d.display_name},
-        }
+            checked = (
+                self.link(node_id, inp, value) if type(value) is list else self.constant(node_id, inp, value)
+            )
+            if checked is not _INVALID:
+                out[inp.name] = checked
+        return out
 
+    def link(self, node_id: str, inp: Input, value: list) -> Any:
+        def bad(message: str, type_: str = "bad_linked_input", **extra: Any) -> Any:
+            self.add(node_id, _err(type_, message, f"{inp.name}, {value!r}", **extra, **_info(inp)))
+            return _INVALID
+
+        if not is_link(value):
+            return bad(
+                "Bad linked input, must be a length-2 list of [node_id, slot_index]", received_value=value
+            )
+        src_id, slot = value[0] if type(value[0]) is str else str(value[0]), value[1]
+        src = self.prompt.get(src_id) or self.prompt.get(value[0])
+        if src is None:
+            return bad(
+                f"Input '{inp.name}' links to node {src_id}, which does not exist", received_value=value
+            )
+        self.edges.append((src_id, node_id))
+        src_type = src.get("class_type") if isinstance(src, dict) else None
+        src_def = self.registry.get(src_type) if type(src_type) is str else None
+        if src_def is None:
+            return [src_id, slot]  # the source's own error is reported on the source
+        if not 0 <= slot < len(src_def.outputs):
+            return bad(
+                f"Input '{inp.name}' links to output slot {slot} of node {src_id} "
+                f"({src_def.class_type}), which has {len(src_def.outputs)} outputs",
+                received_value=value,
+            )
+        out_type = src_def.outputs[slot].type
+        wanted = _COMBO_LINK if isinstance(inp.spec, Combo) else inp.type
+        if not accepts(wanted, out_type):
+            self.add(
+                node_id,
+                _err(
+                    "return_type_mismatch",
+                    "Return type mismatch between linked nodes",
+                    f"{inp.name}, received_type({out_type.name}) mismatch input_type({inp.type.name})",
+                    received_type=out_type.name,
+                    linked_node=value,
+                    **_info(inp),
+                ),
+            )
+        return [src_id, slot]
+
+    def constant(self, node_id: str, inp: Input, value: Any) -> Any:
+        if type(inp.spec) is Socket:
+            message = f"Input '{inp.name}' takes a {inp.type.name} link, not a value"
+            self.add(
+                node_id,
+                _err(
+                    "invalid_input_type",
+                    message,
+                    f"{inp.name}, {value!r}",
+                    received_value=value,
+                    **_info(inp),
+                ),
+            )
+            return _INVALID
+        try:
+            value = coerce_value(inp.spec, value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            self.add(
+                node_id,
+                _err(
+                    "invalid_input_type",
+                    f"Failed to convert an input value to a {inp.type.name} value",
+                    f"{inp.name}, {value!r}, {exc}",
+                    received_value=value,
+                    **_info(inp),
+                ),
+            )
+            return _INVALID
+        bad = _check_range(inp.spec, value)
+        if bad is None and isinstance(inp.spec, Combo):
+            bad = self.choice(inp, value)
+        if bad is not None:
+            bad["details"] = bad["details"] or f"{inp.name}"
+            bad["extra_info"].update(received_value=value, **_info(inp))
+            self.add(node_id, bad)
+            return _INVALID
+        return value
+
+    def choice(self, inp: Input, value: str) -> dict | None:
+        choices = self._choices.get(id(inp.spec))
+        if choices is None:
+            choices = self._choices[id(inp.spec)] = inp.spec.resolve(self.env)
+        if value in choices:
+            return None
+        shown = ", ".join(choices) if choices else "(none installed)"
+        return _err("value_not_in_list", "Value not in list", f"{inp.name}: '{value}' not in [{shown}]")
+
+
+_INVALID = object()  # an input whose error was recorded: left out of the coerced prompt
+_COMBO_LINK = COMBO | STRING  # what may feed a combo widget
+
+
+def _plan(
+    prompt: dict, coerced: dict, edges: list, registry: NodeRegistry, check: _NodeChecker
+) -> tuple[nx.DiGraph, list[str], list[str], set[str]]:
+    """The graph, the output nodes, what they need in execution order; a cycle is an error on
+    each node in it."""
     # Built in bulk: adding nodes and edges one by one costs more than the rest of validation.
     graph = nx.DiGraph()
     graph.add_nodes_from(str(k) for k in prompt)
@@ -321,11 +356,16 @@ def validate_prompt(
         }
         listed = ", ".join(sorted(cycle_nodes, key=_sort_key))
         for nid in sorted(cycle_nodes, key=_sort_key):
-            add(nid, _err("dependency_cycle", "Node is part of a cycle", f"nodes {listed}"))
+            check.add(nid, _err("dependency_cycle", "Node is part of a cycle", f"nodes {listed}"))
+    return graph, outputs, order, needed
 
+
+def _raise_if_invalid(
+    errors: dict, needed: set[str], coerced: dict, outputs: list[str], prompt: dict, graph: nx.DiGraph
+) -> None:
     # Errors on nodes that no output needs do not stop the prompt, as in ComfyUI; but a node
     # whose type is unknown is always an error, since the graph cannot be understood.
-    relevant = {nid: errs for nid, errs in node_errors.items() if nid in needed or nid not in coerced}
+    relevant = {nid: errs for nid, errs in errors.items() if nid in needed or nid not in coerced}
     if not outputs:
         error = _err(
             "prompt_no_outputs",
@@ -336,8 +376,6 @@ def validate_prompt(
     if relevant:
         error = _err("prompt_outputs_failed_validation", "Prompt outputs failed validation")
         raise ValidationError(error, _shape(relevant, prompt, graph, outputs))
-
-    return ValidatedPrompt(prompt=coerced, order=order, outputs=outputs, warnings=warnings)
 
 
 def _sort_key(node_id: str) -> tuple:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
+from server import events
 from server.executor import ExecutionResult
+from server.prepare import from_record
 from server.runtime import Runtime
 from server.store import ERROR, INTERRUPTED, SUCCESS, PromptRow, PromptStore
 from server.validation import ValidationError
@@ -65,8 +65,8 @@ class Worker:
     def _do_free(self) -> None:
         unload, free = self._free["unload_models"], self._free["free_memory"]
         self._free.update(unload_models=False, free_memory=False)
-        models = self.runtime.env.models
-        if (unload or free) and models is not None and hasattr(models, "release_all"):
+        models = self.runtime.models
+        if (unload or free) and models is not None:
             models.release_all()
         if free:
             self.runtime.executor.cache.clear()
@@ -112,14 +112,17 @@ class Worker:
             else:
                 self.notify(event, data, row.client_id)
 
+        # Validated when it was queued (server/prepare.py); a row queued by an older fluxloom
+        # (no plan) is validated here.
+        prompt = from_record(row.prompt, row.outputs_to_execute, row.plan) if row.plan else row.prompt
         try:
-            result = self.runtime.executor.execute(row.prompt, row.prompt_id, listener, row.extra_data)
+            result = self.runtime.executor.execute(prompt, row.prompt_id, listener, row.extra_data)
         except ValidationError as exc:
-            # Valid when queued, invalid now (e.g. a model file was removed meanwhile).
             result = self._failed(row, f"prompt no longer valid: {exc}", listener)
         except Exception as exc:  # an engine bug must not kill the worker or lose the prompt
             log.exception("executor failed on prompt %s", row.prompt_id)
-            result = self._failed(row, f"internal error: {exc}", listener, traceback.format_exception(exc))
+            message = f"internal error: {events.exception_message(exc)}"
+            result = self._failed(row, message, listener, events.format_traceback(exc))
         by_user = self._user_interrupted == row.prompt_id
         self._user_interrupted = None
         if result.status == INTERRUPTED and self._stopping.is_set() and not by_user:
@@ -129,7 +132,7 @@ class Worker:
         messages = [[event, data] for event, data in result.messages]
         status = result.status if result.status in (SUCCESS, ERROR, INTERRUPTED) else ERROR
         self.store.finish(row.prompt_id, status, result.outputs, messages, result.error)
-        for data in held or [{"node": None, "display_node": None, "prompt_id": row.prompt_id}]:
+        for data in held or [events.executing(None, row.prompt_id)]:
             self.notify("executing", data, row.client_id)
 
     def _record_failure(self, row: PromptRow, exc: Exception) -> None:
@@ -138,8 +141,8 @@ class Worker:
         def listener(event: str, data: dict[str, Any]) -> None:
             self.notify(event, data, row.client_id)
 
-        message = f"internal error: {type(exc).__name__}: {exc}"
-        result = self._failed(row, message, listener, traceback.format_exception(exc))
+        message = f"internal error: {type(exc).__name__}: {events.exception_message(exc)}"
+        result = self._failed(row, message, listener, events.format_traceback(exc))
         try:
             messages = [[event, data] for event, data in result.messages]
             self.store.finish(row.prompt_id, ERROR, {}, messages, result.error)
@@ -150,21 +153,11 @@ class Worker:
     def _failed(
         row: PromptRow, message: str, listener: Callable, tb: list[str] | None = None
     ) -> ExecutionResult:
-        error = {
-            "prompt_id": row.prompt_id,
-            "node_id": None,
-            "node_type": None,
-            "node_title": None,
-            "executed": [],
-            "exception_message": message,
-            "exception_type": "ValidationError" if tb is None else "InternalError",
-            "traceback": tb or [],
-            "current_inputs": {},
-            "current_outputs": {},
-            "timestamp": int(time.time() * 1000),
-        }
+        """A prompt that could not run at all: no node to blame."""
+        kind = "ValidationError" if tb is None else "InternalError"
+        error = events.execution_error(row.prompt_id, message, exception_type=kind, traceback=tb)
         listener("execution_error", error)
-        listener("executing", {"node": None, "display_node": None, "prompt_id": row.prompt_id})
+        listener("executing", events.executing(None, row.prompt_id))
         return ExecutionResult(
             prompt_id=row.prompt_id, status=ERROR, error=error, messages=[("execution_error", error)]
         )

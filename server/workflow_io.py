@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from nodes.base import NodeRegistry
+from server.paths import workflows_dir
+from server.subgraphs import add_subgraph_meta, inline_subgraphs
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-WORKFLOWS_DIR = REPO_ROOT / "workflows"
+WORKFLOWS_DIR = workflows_dir()
 
 # litegraph node modes: 0 always, 2 never (muted), 4 bypass.
 MODE_MUTED = 2
@@ -61,7 +62,8 @@ def ui_to_api(workflow: dict[str, Any], registry: NodeRegistry) -> dict[str, Any
     if not is_ui_format(workflow):
         raise WorkflowError("not a UI-format workflow (no 'nodes' and 'links')")
     try:
-        return _ui_to_api(workflow, registry)
+        flat = inline_subgraphs(workflow, registry)  # subgraph instances → their nodes, ids "outer:inner"
+        return add_subgraph_meta(_ui_to_api(flat, registry), flat)
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
         # A hand-edited or truncated file: say so rather than fail with a bare traceback.
         raise WorkflowError(f"malformed UI workflow ({type(exc).__name__}: {exc})") from exc
@@ -156,18 +158,6 @@ def to_api(data: Any, registry: NodeRegistry) -> dict[str, Any]:
 
 
 # --- PNG metadata -----------------------------------------------------------------------------
-
-
-def png_metadata(prompt: dict | None, workflow: dict | None):
-    """PngInfo with `prompt` and `workflow` tEXt chunks, as ComfyUI writes them."""
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    if prompt is not None:
-        info.add_text("prompt", json.dumps(prompt))
-    if workflow is not None:
-        info.add_text("workflow", json.dumps(workflow))
-    return info
 
 
 def read_png_workflow(path: Path | str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import torch
 
 from nodes.base import Input, Int, NodeContext, Output, Socket, String, node
 from nodes.flux import math as fm
-from nodes.flux import model_manager
+from nodes.flux.types import CLIP, CONDITIONING, T5
 
 log = logging.getLogger("fluxloom.flux")
 
@@ -97,8 +97,8 @@ def encode_prompt(models, clip, t5, prompt: str, prompt_2: str, max_sequence_len
     display_name="Encode Prompt",
     description="Encode a prompt with CLIP-L (pooled) and T5-XXL (per token), as FLUX.1 expects.",
     inputs=[
-        Input("clip", Socket("CLIP")),
-        Input("t5", Socket("T5")),
+        Input("clip", Socket(CLIP)),
+        Input("t5", Socket(T5)),
         Input("prompt", String(multiline=True), tooltip="what to draw (CLIP, and T5 when prompt_2 is empty)"),
         Input("prompt_2", String(multiline=True), tooltip="text for T5 only; empty = same as prompt"),
         Input(
@@ -107,10 +107,10 @@ def encode_prompt(models, clip, t5, prompt: str, prompt_2: str, max_sequence_len
             tooltip="T5 tokens; FLUX.1-dev was trained with 512, schnell with 256",
         ),
     ],
-    outputs=[Output("CONDITIONING", "conditioning")],
+    outputs=[Output(CONDITIONING, "conditioning")],
 )
 def encode_prompt_node(
     ctx: NodeContext, clip, t5, prompt: str, prompt_2: str, max_sequence_length: int
 ) -> tuple[Conditioning]:
-    models = model_manager(ctx, "EncodePrompt")
+    models = ctx.models
     return (encode_prompt(models, clip, t5, prompt, prompt_2, max_sequence_length),)

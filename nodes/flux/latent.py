@@ -10,6 +10,7 @@ import torch
 
 from nodes.base import Input, Int, NodeContext, Output, node
 from nodes.flux import math as fm
+from nodes.flux.types import LATENT
 
 log = logging.getLogger("fluxloom.flux")
 
@@ -58,7 +59,7 @@ def check_latent(latent, where: str) -> torch.Tensor:
         Input("height", Int(default=1024, min=16, max=8192, step=16)),
         Input("batch_size", Int(default=1, min=1, max=64), tooltip="images per run"),
     ],
-    outputs=[Output("LATENT", "latent")],
+    outputs=[Output(LATENT, "latent")],
 )
 def empty_latent(ctx: NodeContext, width: int, height: int, batch_size: int) -> tuple[dict]:
     h, w = fm.latent_grid(height, width)

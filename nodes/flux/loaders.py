@@ -8,6 +8,7 @@ from pathlib import Path
 
 from nodes.base import Combo, Input, NodeContext, Output, node
 from nodes.flux import quantization as q
+from nodes.flux.handles import ModelHandle
 from nodes.flux.sources import (
     DTYPE_CHOICES,
     PARTS,
@@ -16,7 +17,7 @@ from nodes.flux.sources import (
     source_choices,
     source_path,
 )
-from server.models import ModelHandle
+from nodes.flux.types import CLIP, FLUX_MODEL, T5, VAE
 
 LOADER_TYPES = ("LoadCLIP", "LoadT5-8bit", "LoadFluxTransformer", "LoadVAE")
 CATEGORY = "flux/loaders"
@@ -68,7 +69,7 @@ def _handle(ctx: NodeContext, kind: str, source: str, quantization: str, dtype: 
     display_name="Load CLIP",
     description="CLIP-L text encoder (and its tokenizer) of a FLUX model; gives the pooled prompt.",
     inputs=[_source_input("CLIP"), _dtype_input()],
-    outputs=[Output("CLIP", "clip")],
+    outputs=[Output(CLIP, "clip")],
 )
 def load_clip(ctx: NodeContext, source: str, dtype: str) -> tuple[ModelHandle]:
     return (_handle(ctx, "CLIP", source, q.NONE, dtype),)
@@ -80,7 +81,7 @@ def load_clip(ctx: NodeContext, source: str, dtype: str) -> tuple[ModelHandle]:
     display_name="Load T5 (8-bit)",
     description="T5-XXL text encoder (and its tokenizer) of a FLUX model, quantized to save memory.",
     inputs=[_source_input("T5"), _quant_input(), _dtype_input()],
-    outputs=[Output("T5", "t5")],
+    outputs=[Output(T5, "t5")],
 )
 def load_t5(ctx: NodeContext, source: str, quantization: str, dtype: str) -> tuple[ModelHandle]:
     return (_handle(ctx, "T5", source, quantization, dtype),)
@@ -92,7 +93,7 @@ def load_t5(ctx: NodeContext, source: str, quantization: str, dtype: str) -> tup
     display_name="Load FLUX Transformer",
     description="The FLUX.1 diffusion transformer, quantized to save memory.",
     inputs=[_source_input("FLUX_MODEL"), _quant_input(), _dtype_input()],
-    outputs=[Output("FLUX_MODEL", "model")],
+    outputs=[Output(FLUX_MODEL, "model")],
 )
 def load_flux_transformer(ctx: NodeContext, source: str, quantization: str, dtype: str) -> tuple[ModelHandle]:
     return (_handle(ctx, "FLUX_MODEL", source, quantization, dtype),)
@@ -104,7 +105,7 @@ def load_flux_transformer(ctx: NodeContext, source: str, quantization: str, dtyp
     display_name="Load VAE",
     description="The 16-channel FLUX VAE: latents to images and back.",
     inputs=[_source_input("VAE"), _dtype_input()],
-    outputs=[Output("VAE", "vae")],
+    outputs=[Output(VAE, "vae")],
 )
 def load_vae(ctx: NodeContext, source: str, dtype: str) -> tuple[ModelHandle]:
     return (_handle(ctx, "VAE", source, q.NONE, dtype),)

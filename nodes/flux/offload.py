@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodes.base import Combo, Input, NodeContext, Output, Socket, node
-from nodes.flux import model_manager
-from server.models import ModelHandle
+from nodes.base import ANY, Combo, Input, NodeContext, Output, Socket, node
+from nodes.flux.handles import ModelHandle
+from nodes.flux.types import ANY_MODEL
 
 OFFLOAD = "offload to CPU RAM"
 RELEASE = "release"
@@ -22,8 +22,8 @@ MODES = (OFFLOAD, RELEASE)
     description="Moves a model off the device (to CPU RAM, or drops it) once `value` is ready, "
     "and passes `value` on, so that what uses it runs after the model has left.",
     inputs=[
-        Input("model", Socket("CLIP,T5,FLUX_MODEL,VAE")),
-        Input("value", Socket("*"), tooltip="any value; passed through once the model has left"),
+        Input("model", Socket(ANY_MODEL)),
+        Input("value", Socket(ANY), tooltip="any value; passed through once the model has left"),
         Input(
             "mode",
             Combo(choices=MODES, default=OFFLOAD),
@@ -31,10 +31,10 @@ MODES = (OFFLOAD, RELEASE)
             "release: free its memory entirely",
         ),
     ],
-    outputs=[Output("*", "value")],
+    outputs=[Output(ANY, "value")],
 )
 def model_offload(ctx: NodeContext, model: ModelHandle, value: Any, mode: str) -> tuple[Any]:
-    manager = model_manager(ctx, "ModelOffload")
+    manager = ctx.models
     if not isinstance(model, ModelHandle):
         raise TypeError(f"input 'model' must come from a loader node, got {type(model).__name__}")
     if mode == RELEASE:

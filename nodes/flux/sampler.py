@@ -15,9 +15,9 @@ import torch
 
 from nodes.base import MAX_SEED, Float, Input, Int, NodeContext, Output, Socket, node
 from nodes.flux import math as fm
-from nodes.flux import model_manager
 from nodes.flux.encode import Conditioning
 from nodes.flux.latent import VAEPosterior, check_latent
+from nodes.flux.types import CONDITIONING, FLUX_MODEL, LATENT
 
 
 @dataclass(frozen=True)
@@ -163,9 +163,9 @@ def sample(
         "schedule). denoise < 1 keeps part of the input latent (image-to-image)."
     ),
     inputs=[
-        Input("model", Socket("FLUX_MODEL")),
-        Input("positive", Socket("CONDITIONING")),
-        Input("latent", Socket("LATENT")),
+        Input("model", Socket(FLUX_MODEL)),
+        Input("positive", Socket(CONDITIONING)),
+        Input("latent", Socket(LATENT)),
         Input("seed", Int(default=0, min=0, max=MAX_SEED, control_after_generate=True)),
         Input("steps", Int(default=20, min=1, max=10000), tooltip="dev: 20-50; schnell: 1-4"),
         Input(
@@ -178,14 +178,14 @@ def sample(
             Float(default=1.0, min=0.0, max=100.0, step=0.1),
             tooltip="> 1 with a negative prompt: real classifier-free guidance (two passes per step)",
         ),
-        Input("negative", Socket("CONDITIONING"), optional=True),
+        Input("negative", Socket(CONDITIONING), optional=True),
         Input(
             "denoise",
             Float(default=1.0, min=0.0, max=1.0, step=0.01),
             tooltip="1: text-to-image from noise; < 1: keep that much less of the input latent",
         ),
     ],
-    outputs=[Output("LATENT", "latent")],
+    outputs=[Output(LATENT, "latent")],
 )
 def flux_sampler(
     ctx: NodeContext,
@@ -200,7 +200,7 @@ def flux_sampler(
     negative: Conditioning | None = None,
 ) -> tuple[dict]:
     check_latent(latent, "FluxSampler")
-    models = model_manager(ctx, "FluxSampler")
+    models = ctx.models
     settings = SamplerSettings(seed, steps, guidance, true_cfg_scale, denoise)
     cfg = fm.ShiftConfig.for_pipeline(Path(model.path))
     ctx.check_interrupt()

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 
 from nodes.base import Input, NodeContext, Output, Socket, node
 from nodes.flux import math as fm
-from nodes.flux import model_manager
 from nodes.flux.latent import VAEPosterior, check_latent
-from nodes.image import check_image_tensor
+from nodes.flux.types import LATENT, VAE
+from nodes.image import IMAGE, check_image_tensor
 
 SIZE_MULTIPLE = fm.VAE_SCALE * fm.PATCH  # 16 pixels: one packed latent token
 
@@ -72,12 +72,12 @@ def encode(loaded, image: torch.Tensor) -> dict:
     category="flux/latent",
     display_name="VAE Decode",
     description="Turn a FLUX latent into an image.",
-    inputs=[Input("vae", Socket("VAE")), Input("latent", Socket("LATENT"))],
-    outputs=[Output("IMAGE", "image")],
+    inputs=[Input("vae", Socket(VAE)), Input("latent", Socket(LATENT))],
+    outputs=[Output(IMAGE, "image")],
 )
 def vae_decode(ctx: NodeContext, vae, latent: dict) -> tuple[torch.Tensor]:
     samples = check_latent(latent, "VAEDecode")
-    with torch.no_grad(), model_manager(ctx, "VAEDecode").use(vae) as loaded:
+    with torch.no_grad(), ctx.models.use(vae) as loaded:
         return (decode(loaded, samples),)
 
 
@@ -86,10 +86,10 @@ def vae_decode(ctx: NodeContext, vae, latent: dict) -> tuple[torch.Tensor]:
     category="flux/latent",
     display_name="VAE Encode",
     description="Turn an image into a FLUX latent (for image-to-image: FluxSampler with denoise < 1).",
-    inputs=[Input("vae", Socket("VAE")), Input("image", Socket("IMAGE"))],
-    outputs=[Output("LATENT", "latent")],
+    inputs=[Input("vae", Socket(VAE)), Input("image", Socket(IMAGE))],
+    outputs=[Output(LATENT, "latent")],
 )
 def vae_encode(ctx: NodeContext, vae, image: torch.Tensor) -> tuple[dict]:
     check_image(image, "VAEEncode")
-    with torch.no_grad(), model_manager(ctx, "VAEEncode").use(vae) as loaded:
+    with torch.no_grad(), ctx.models.use(vae) as loaded:
         return (encode(loaded, image),)

@@ -11,9 +11,11 @@ from typing import Any
 
 from aiohttp import web
 
+from server import events
 from server.runtime import Runtime
 from server.security import json_error
 from server.store import PromptStore
+from server.validation import DEFAULT_MAX_NODES
 from server.worker import Worker
 from server.ws import Hub
 
@@ -23,6 +25,7 @@ class Limits:
     max_json_bytes: int = 16 * 2**20  # a POST /prompt body (workflows with embedded text)
     max_upload_bytes: int = 64 * 2**20  # one uploaded image
     max_image_pixels: int = 16384 * 16384
+    max_nodes: int = DEFAULT_MAX_NODES  # nodes in one prompt (--max-nodes)
 
 
 @dataclass
@@ -50,7 +53,7 @@ class AppState:
 
 def status_payload(store: PromptStore) -> dict[str, Any]:
     """The websocket `status` message's data (without `sid`)."""
-    return {"status": {"exec_info": {"queue_remaining": store.remaining()}}}
+    return events.status(store.remaining())
 
 
 STATE = web.AppKey("fluxloom_state", AppState)

@@ -100,7 +100,7 @@ def system_stats(models: Any) -> dict[str, Any]:
         },
         "devices": _devices(ram_total, ram_free),
     }
-    if models is not None and hasattr(models, "stats"):
+    if models is not None:
         try:
             stats["fluxloom"] = models.stats()
         except Exception as exc:  # the status line must not take the whole route down
@@ -109,5 +109,5 @@ def system_stats(models: Any) -> dict[str, Any]:
 
 
 async def get_system_stats(request: web.Request) -> web.Response:
-    models = state(request).runtime.env.models
+    models = state(request).runtime.models
     return web.json_response(await asyncio.to_thread(system_stats, models))

@@ -9,53 +9,67 @@ from typing import Any
 
 from aiohttp import web
 
+from server.prepare import prepare_prompt
 from server.routes.common import AppState, BadRequest, read_object, state
 from server.store import PENDING, RUNNING
-from server.validation import ValidationError, validate_prompt
-from server.workflow_io import WorkflowError, apply_overrides, is_ui_format, to_api
+from server.validation import ValidationError
+from server.workflow_io import WorkflowError
 
 
-async def enqueue(st: AppState, prompt: Any, body: dict[str, Any], overrides: Any = None) -> web.Response:
-    """Validate and queue; 200 `{prompt_id, number, node_errors}` or 400 `{error, node_errors}`.
-    `prompt` may be a UI-format workflow (converted here); `overrides` are `{"node.input": value}`."""
+async def enqueue(st: AppState, data: Any, body: dict[str, Any], overrides: Any = None) -> web.Response:
+    """Prepare (convert, override, validate) and queue; 200 `{prompt_id, number, node_errors,
+    warnings}` or 400 `{error, node_errors}`. `data` may be a UI workflow or an API prompt;
+    `overrides` are `{"node.input": value}`."""
     extra_data = body.get("extra_data") or {}
     if not isinstance(extra_data, dict):
         raise BadRequest("invalid_prompt", "extra_data must be a JSON object")
-    extra_data = dict(extra_data)
-    try:
-        if is_ui_format(prompt):
-            extra_data.setdefault("extra_pnginfo", {}).setdefault("workflow", prompt)
-            prompt = to_api(prompt, st.runtime.registry)
-        if overrides:
-            if not isinstance(overrides, dict):
-                raise WorkflowError('"set" must be an object of {"node.input": value}')
-            prompt = apply_overrides(prompt, overrides, st.runtime.registry)
-    except (WorkflowError, KeyError, TypeError, AttributeError) as exc:
-        raise BadRequest("invalid_workflow", f"workflow could not be converted: {exc}") from None
-    try:
-        vp = await asyncio.to_thread(validate_prompt, prompt, st.runtime.registry, st.runtime.env)
-    except ValidationError as exc:
-        return web.json_response(exc.as_json(), status=400)
     prompt_id = str(body.get("prompt_id") or uuid.uuid4())
     if len(prompt_id) > 200 or "/" in prompt_id or "\x00" in prompt_id:
         raise BadRequest("invalid_prompt", "prompt_id must be at most 200 characters, without '/'")
+    number = _number(body.get("number"))
+    try:
+        prepared = await asyncio.to_thread(
+            prepare_prompt,
+            data,
+            st.runtime.registry,
+            st.runtime.env,
+            overrides=overrides,
+            extra_data=extra_data,
+            max_nodes=st.limits.max_nodes,
+        )
+    except WorkflowError as exc:
+        raise BadRequest("invalid_workflow", f"workflow could not be converted: {exc}") from None
+    except ValidationError as exc:
+        return web.json_response(exc.as_json(), status=400)
     if st.store.exists(prompt_id):
         raise BadRequest("duplicate_prompt_id", f"prompt_id {prompt_id!r} is already used")
     client_id = body.get("client_id")
     if client_id is not None:
         client_id = str(client_id)
-        extra_data["client_id"] = client_id
-    number = body.get("number")
-    if number is not None:
-        if isinstance(number, bool) or not isinstance(number, int | float) or abs(number) >= 2**53:
-            raise BadRequest("invalid_prompt", "number must be a number below 2^53")
-        number = float(number)  # SQLite cannot bind integers past 2^63
+        prepared.extra_data["client_id"] = client_id
     number = st.store.add(
-        prompt_id, prompt, extra_data, vp.outputs, client_id, number=number, front=bool(body.get("front"))
+        prompt_id,
+        prepared.prompt,
+        prepared.extra_data,
+        prepared.outputs,
+        client_id,
+        number=number,
+        front=bool(body.get("front")),
+        plan=prepared.plan(),
     )
     st.hub.broadcast_status()
     number = int(number) if float(number).is_integer() else number
-    return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": {}})
+    return web.json_response(
+        {"prompt_id": prompt_id, "number": number, "node_errors": {}, "warnings": prepared.warnings}
+    )
+
+
+def _number(number: Any) -> float | None:
+    if number is None:
+        return None
+    if isinstance(number, bool) or not isinstance(number, int | float) or abs(number) >= 2**53:
+        raise BadRequest("invalid_prompt", "number must be a number below 2^53")
+    return float(number)  # SQLite cannot bind integers past 2^63
 
 
 async def post_prompt(request: web.Request) -> web.Response:

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from server.routes.common import AppState, BadRequest, read_json, read_object, state
 from server.routes.prompt import enqueue
-from server.workflow_io import is_ui_format, shipped_workflows, to_api
+from server.workflow_io import is_ui_format, shipped_workflows
 
 # A name is a file stem: no separators, no leading dot, so it can never leave its folder.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-()]{0,127}$")
@@ -120,6 +120,4 @@ async def queue_workflow(request: web.Request) -> web.Response:
     name = _name(request)
     body = await read_object(request)
     data, _ = _load(st, name)
-    if not is_ui_format(data):
-        data = to_api(data, st.runtime.registry)  # also unwraps a saved `POST /prompt` body
     return await enqueue(st, data, body, body.get("set"))

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from PIL import Image
 
-from server.workflow_io import png_metadata
+from nodes.image import png_metadata
 from tests.browser.canvas import drop_file, empty_graph, evaluate, graph_state, widget_point
 
 pytestmark = pytest.mark.browser

@@ -9,7 +9,7 @@ import sys
 import pytest
 from PIL import Image
 
-from server.workflow_io import png_metadata
+from nodes.image import png_metadata
 
 FLUXLOOM = [sys.executable, "-m", "server.cli"]
 

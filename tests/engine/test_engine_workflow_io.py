@@ -5,13 +5,13 @@ import json
 import pytest
 from PIL import Image
 
+from nodes.image import png_metadata
 from server.executor import Executor
 from server.workflow_io import (
     WorkflowError,
     apply_overrides,
     load_workflow,
     parse_override,
-    png_metadata,
     read_png_workflow,
     to_api,
     ui_to_api,

@@ -30,3 +30,11 @@ def models_dir(tmp_path, demo_source) -> Path:
 @pytest.fixture
 def demo_path(models_dir) -> Path:
     return models_dir / "diffusers" / DEMO_NAME
+
+
+def create_manager(models_dir, **budgets):
+    """A model manager on the FLUX model policy, as the runtime builds it."""
+    from nodes.flux.provider import flux_model_provider
+    from server.models import ModelManager
+
+    return ModelManager(flux_model_provider(models_dir), **budgets)

@@ -107,13 +107,12 @@ def test_incomplete_folder_fails_in_the_loader_node(
     import nodes
     from nodes.base import NodeContext, NodeEnv
     from nodes.flux.demo import DEMO_NAME
-    from server.models import setup_environment
-    from server.runtime import RuntimeConfig
+    from server.runtime import RuntimeConfig, attach_models
 
     target = demo_path / remove
     shutil.rmtree(target) if target.is_dir() else target.unlink()
     env = NodeEnv(models_dir=models_dir, output_dir=tmp_path / "out", input_dir=tmp_path / "in")
-    setup_environment(env, RuntimeConfig(models_dir=models_dir, ensure_demo_model=False))
+    attach_models(env, RuntimeConfig(models_dir=models_dir, ensure_demo_model=False))
     ctx = NodeContext(env=env, node_id="1")
     with pytest.raises(ModelSourceError, match=f"is incomplete: the {kind} needs {remove}"):
         nodes.load_all().get(loader).run(ctx, source=DEMO_NAME, **inputs)

@@ -14,14 +14,14 @@ import nodes
 from nodes.base import NodeContext, NodeEnv
 from nodes.flux import quantization as q
 from nodes.flux.demo import DEMO_NAME
-from server.models import ModelHandle, setup_environment
-from server.runtime import RuntimeConfig
+from nodes.flux.handles import ModelHandle
+from server.runtime import RuntimeConfig, attach_models
 from server.validation import ValidationError, validate_prompt
 
 
 def make_env(models_dir, tmp_path, ensure_demo=False) -> NodeEnv:
     env = NodeEnv(models_dir=models_dir, output_dir=tmp_path / "out", input_dir=tmp_path / "in")
-    setup_environment(env, RuntimeConfig(models_dir=models_dir, ensure_demo_model=ensure_demo))
+    attach_models(env, RuntimeConfig(models_dir=models_dir, ensure_demo_model=ensure_demo))
     return env
 
 

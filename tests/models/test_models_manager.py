@@ -9,7 +9,9 @@ import threading
 import pytest
 import torch
 
-from server.models import ModelHandle, create_manager, module_bytes
+from nodes.flux.handles import ModelHandle
+from server.models import module_bytes
+from tests.models.conftest import create_manager
 
 NONE = "none"
 
@@ -170,7 +172,7 @@ def test_automatic_budgets_on_the_cpu(demo_path):
 
 
 def test_size_estimate_matches_the_measured_size(demo_path, sizes):
-    from server.models import estimate_handle
+    from nodes.flux.provider import estimate_handle
 
     for kind, measured in sizes.items():
         estimate = estimate_handle(handle(demo_path, kind), torch.device("cpu"))
@@ -204,14 +206,15 @@ def test_offloading_a_model_larger_than_the_ram_budget_keeps_the_offloaded_ones(
 def test_the_event_log_is_bounded(monkeypatch):
     """A long-running server loads and releases models for weeks: the log keeps the latest."""
     import server.models
-    from server.models import LoadedModel, ModelManager
+    from nodes.base import LoadedModel, ModelProvider
+    from server.models import ModelManager
 
     monkeypatch.setattr(server.models, "MAX_EVENTS", 10, raising=False)
 
     def load(h, device):
         return LoadedModel(torch.nn.Linear(4, 4), None, device, torch.float32)
 
-    m = ModelManager(load, device="cpu", vram_budget=2**20, ram_budget=2**20)
+    m = ModelManager(ModelProvider(load), device="cpu", vram_budget=2**20, ram_budget=2**20)
     for i in range(15):
         h = ModelHandle("VAE", "x", f"/nowhere/{i}", NONE, "fp32")
         with m.use(h):

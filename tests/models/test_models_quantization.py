@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from nodes.flux import quantization as q
+from nodes.flux.handles import ModelHandle
 from nodes.flux.sources import check_loadable
-from server.models import ModelHandle, create_manager, module_bytes
+from server.models import module_bytes
+from tests.models.conftest import create_manager
 
 CPU = torch.device("cpu")
 

@@ -1,0 +1,1 @@
+"""ComfyUI's core FLUX nodes, with ComfyUI's class names, inputs and semantics."""
