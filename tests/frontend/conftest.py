@@ -19,6 +19,7 @@ import pytest
 
 from tests.browser.conftest import CHROMIUM, REPO, Server, _free_port, _wait_ready
 from tests.browser.conftest import browser as browser  # noqa: PLC0414 (the shared browser fixture)
+from tests.frontend.frontend_page import open_frontend
 
 WEB_NODES = "tests.frontend.web_nodes"
 # Requests the frontend makes expecting a 404, answered as ComfyUI answers them:
@@ -118,9 +119,3 @@ def page(browser, comfy_server: Server, page_log: PageLog):
     context.close()
     assert page_log.failed == [], f"failed requests to fluxloom: {page_log.failed}"
     assert page_log.errors == [], f"console errors: {page_log.errors}"
-
-
-def open_frontend(pg, url: str) -> None:
-    pg.goto(url)
-    # Ready: the graph exists and fluxloom's extension has shown the model manager's status.
-    pg.wait_for_function("window.comfyAPI?.app?.app?.graph && window.fluxloomStatus?.stats", timeout=60_000)

@@ -11,35 +11,10 @@ import time
 
 import pytest
 
-from tests.frontend.conftest import open_frontend, request
+from tests.frontend.conftest import request
+from tests.frontend.frontend_page import APP, open_frontend, open_template, run_and_wait_for_image, shrink
 
 pytestmark = pytest.mark.browser
-
-APP = "window.comfyAPI.app.app"
-
-
-def open_template(page, name: str) -> None:
-    """Templates (sidebar) → the card of a shipped workflow → its graph on the canvas."""
-    page.get_by_role("button", name="Templates", exact=True).click()
-    page.get_by_text(name, exact=True).first.click()
-    page.wait_for_function(
-        f"{APP}.graph.nodes.some(n => n.type === 'FluxSampler') && !document.querySelector('[role=dialog]')",
-        timeout=20_000,
-    )
-
-
-def shrink(page) -> None:
-    """Edit the graph's widgets as a user would, so that the demo model runs in a second."""
-    page.evaluate(
-        f"""() => {{
-        const g = {APP}.graph;
-        const set = (type, name, value) => g.nodes.filter(n => n.type === type)
-          .forEach(n => {{ n.widgets.find(w => w.name === name).value = value; }});
-        set('EmptyLatent16ch', 'width', 64); set('EmptyLatent16ch', 'height', 64);
-        set('FluxSampler', 'steps', 2);
-        set('EncodePrompt', 'max_sequence_length', 16);
-    }}"""
-    )
 
 
 def test_page_loads_clean_lists_our_nodes_and_shows_the_extension(page, comfy_server):
@@ -68,14 +43,8 @@ def test_template_runs_to_an_image_on_the_save_node_and_in_the_assets(page, comf
     open_template(page, "flux-dev-lowvram-8bit")
     shrink(page)
     started = time.monotonic()
-    page.get_by_test_id("queue-button").click()
-    page.wait_for_function(
-        f"""() => {{ const n = {APP}.graph.nodes.find(n => n.type === 'SaveImage');
-            return n.imgs?.length > 0 && n.imgs[0].complete && n.imgs[0].naturalWidth === 64; }}""",
-        timeout=60_000,
-    )
+    src = run_and_wait_for_image(page)
     ran = time.monotonic() - started
-    src = page.evaluate(f"{APP}.graph.nodes.find(n => n.type === 'SaveImage').imgs[0].src")
     assert "/view?filename=fluxloom-dev_" in src and "type=output" in src, src
     # fluxloom's execution_warning (the workflow names FLUX.1-dev, absent here) is a toast.
     page.get_by_text("using the demo model").first.wait_for(timeout=10_000)
