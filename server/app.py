@@ -34,6 +34,7 @@ from server.paths import web_dir
 from server.routes import add_routes
 from server.routes.common import STATE, AppState, BadRequest, Limits, status_payload
 from server.routes.frontend_info import server_features
+from server.routes.internal import stream_logs_to_subscribers
 from server.runtime import Runtime, RuntimeConfig, create_runtime
 from server.security import BindRefused, SecurityConfig, check_bind, json_error, make_middleware
 from server.store import PromptStore
@@ -130,6 +131,7 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
         extension_dirs={"fluxloom": fluxloom_extension_dir(), **cfg.extension_dirs},
     )
     app[FRONTEND].create_folders()
+    stop_log_stream = stream_logs_to_subscribers(app, bridge.call)
 
     async def openapi(request: web.Request) -> web.Response:
         return web.json_response(describe(served_routes(request.app)))
@@ -144,6 +146,7 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
         await hub.close_all()
 
     async def cleanup(app: web.Application) -> None:
+        stop_log_stream()
         await asyncio.to_thread(worker.stop)
         store.close()
 

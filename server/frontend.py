@@ -101,6 +101,8 @@ class FrontendState:
     extension_dirs: dict[str, Path] = field(default_factory=dict)
     # Settings arrive one POST per setting, several at once: their read-modify-write is serialised.
     settings_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Websocket client ids that asked for the server's log lines (the frontend's Console panel).
+    log_subscribers: set[str] = field(default_factory=set)
 
     @property
     def user_dir(self) -> Path:

@@ -222,6 +222,25 @@ FRONTEND_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "parameters": [_path("name", "extension name (module)"), _path("path", "file in its folder")],
         "responses": {**TEXT_OR_JSON, "404": _err("no such file")},
     },
+    ("GET", "/internal/logs"): {
+        "summary": "The server's recent log lines as one string",
+        "responses": JSON_OK,
+    },
+    ("GET", "/internal/logs/raw"): {
+        "summary": "The server's recent log lines {entries: [{t, m}], size: {cols, rows}}",
+        "responses": JSON_OK,
+    },
+    ("PATCH", "/internal/logs/subscribe"): {
+        "summary": "{clientId, enabled}: stream new log lines to that websocket client as `logs` messages",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": OBJ}}},
+        "responses": {**JSON_OK, "400": _err("no clientId")},
+    },
+    ("GET", "/internal/folder_paths"): {"summary": "Model folders {name: [path]}", "responses": JSON_OK},
+    ("GET", "/internal/files/{directory_type}"): {
+        "summary": "File names of the input, output or temp folder, newest first",
+        "parameters": [_path("directory_type", "input, output or temp")],
+        "responses": {**JSON_OK, "400": _json(OBJ, "not input, output or temp: {error}")},
+    },
 }
 
 # (method, path) → operation. Paths are ComfyUI's; each is also served under /api.

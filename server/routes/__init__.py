@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from server.routes import files, frontend_info, info, jobs, prompt, userdata, workflows
+from server.routes import files, frontend_info, info, internal, jobs, prompt, userdata, workflows
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -75,6 +75,12 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/templates/{path:.*}", frontend_info.get_template_file, api_alias=False),
     Route("GET", "/user.css", frontend_info.get_user_css, api_alias=False),
     Route("GET", "/extensions/{name}/{path:.*}", files.get_extension_file, api_alias=False),
+    # ComfyUI's /internal routes (its frontend's Console panel, folder paths), not under /api.
+    Route("GET", "/internal/logs", internal.get_logs, api_alias=False),
+    Route("GET", "/internal/logs/raw", internal.get_raw_logs, api_alias=False),
+    Route("PATCH", "/internal/logs/subscribe", internal.subscribe_logs, api_alias=False),
+    Route("GET", "/internal/folder_paths", internal.get_folder_paths, api_alias=False),
+    Route("GET", "/internal/files/{directory_type}", internal.get_files, api_alias=False),
 )
 
 

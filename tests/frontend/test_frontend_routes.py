@@ -400,3 +400,38 @@ def test_official_frontend_is_served_or_named_when_missing(tmp_path, monkeypatch
         FrontendNotInstalled, match=rf"pip install 'fluxloom\[comfyui\]'.*=={COMFYUI_VERSION}"
     ):
         comfyui_static_dir()
+
+
+def test_internal_routes_feed_the_console_panel(srv, api):
+    import logging
+
+    logging.getLogger("fluxloom.test").warning("a line for the console")
+    raw = api.get("/internal/logs/raw").json()
+    assert raw["size"]["cols"] > 0 and any("a line for the console" in e["m"] for e in raw["entries"])
+    assert all(set(e) == {"t", "m"} for e in raw["entries"])
+    assert "a line for the console" in api.get("/internal/logs").json()
+    # A subscribed websocket client gets new lines as `logs` messages, an unsubscribed one does not.
+    ws = WSClient(f"ws://127.0.0.1:{srv.port}/ws?clientId=console")
+    try:
+        ws.recv()  # status
+        assert api.request(
+            "PATCH", "/internal/logs/subscribe", {"clientId": "console", "enabled": True}
+        ).json() == {"subscribed": True}
+        logging.getLogger("fluxloom.test").warning("streamed to the console")
+        message = ws.until(lambda m: m["type"] == "logs")[-1]
+        assert "streamed to the console" in message["data"]["entries"][0]["m"]
+        assert api.request(
+            "PATCH", "/internal/logs/subscribe", {"clientId": "console", "enabled": False}
+        ).json() == {"subscribed": False}
+    finally:
+        ws.close()
+    assert api.request("PATCH", "/internal/logs/subscribe", {"enabled": True}).status == 400
+
+    paths = api.get("/internal/folder_paths").json()
+    assert paths["vae"][0].endswith("models/vae") and "diffusers" in paths
+    pid = api.queue(slow_prompt(steps=1, delay=0))
+    api.wait_job(pid)
+    assert api.get("/internal/files/output").json() == []  # SaveTestImage writes into output/tests/
+    (srv.runtime.env.input_dir / "a.png").write_bytes(b"x")
+    assert api.get("/internal/files/input").json() == ["a.png"]
+    assert api.get("/internal/files/models").status == 400
