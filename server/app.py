@@ -34,7 +34,7 @@ from server.paths import web_dir
 from server.routes import add_routes
 from server.routes.common import STATE, AppState, BadRequest, Limits, status_payload
 from server.routes.frontend_info import server_features
-from server.routes.internal import stream_logs_to_subscribers
+from server.routes.internal import install_log_buffer, stream_logs_to_subscribers
 from server.runtime import Runtime, RuntimeConfig, create_runtime
 from server.security import BindRefused, SecurityConfig, check_bind, json_error, make_middleware
 from server.store import PromptStore
@@ -184,6 +184,7 @@ def load_extra_nodes(registry: NodeRegistry, spec: str | None = None) -> list[st
 
 
 def serve_main(args: argparse.Namespace) -> int:
+    install_log_buffer()  # from the first line: the frontend's Console panel shows start-up too
     security = SecurityConfig(
         host=args.host, token=args.token, allow_unauthenticated=args.allow_unauthenticated
     )

@@ -58,6 +58,9 @@ def test_template_runs_to_an_image_on_the_save_node_and_in_the_assets(page, comf
     filename = src.split("filename=")[1].split("&")[0]
     page.get_by_role("button", name="Assets (a)").click()
     page.locator(f"img[src*='{filename}']").first.wait_for(timeout=15_000)
+    # The Console panel shows the server's log: the model manager released phase 1's models.
+    page.get_by_role("button", name="Toggle Bottom Panel").click()
+    page.locator(".xterm-rows").get_by_text("released fluxloom-demo/T5").first.wait_for(timeout=10_000)
     jobs = json.loads(request(comfy_server.url, "GET", "api/jobs?status=completed")[1])["jobs"]
     assert jobs[0]["preview_output"]["filename"] == filename and jobs[0]["status"] == "completed"
     print(f"run from the Run button to the image on the Save node: {ran:.1f} s")
