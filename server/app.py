@@ -125,7 +125,6 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
     )
     app[STATE] = st
     app[FRONTEND] = FrontendState(
-        kind=cfg.frontend,
         data_dir=cfg.data_dir,
         workflows_dir=st.workflows_dir,
         extension_dirs={"fluxloom": fluxloom_extension_dir(), **cfg.extension_dirs},
@@ -240,7 +239,8 @@ def serve_main(args: argparse.Namespace) -> int:
     shown = f"[{args.host}]" if ":" in args.host else args.host
 
     def listening(_: str) -> None:  # run_app calls this once the socket is open
-        print(f"fluxloom: serving http://{shown}:{args.port}/ (data in {data}); Ctrl+C stops", flush=True)
+        ui = "the official ComfyUI frontend at " if cfg.frontend == "comfyui" else ""
+        print(f"fluxloom: serving {ui}http://{shown}:{args.port}/ (data in {data}); Ctrl+C stops", flush=True)
 
     # run_app turns SIGINT/SIGTERM into a graceful exit: the running prompt is interrupted and
     # goes back to the head of the queue, pending prompts stay in SQLite.

@@ -95,7 +95,6 @@ class FrontendState:
     """What the frontend routes need besides the AppState: the extension folders and the
     per-user data folder (settings, userdata)."""
 
-    kind: str
     data_dir: Path
     workflows_dir: Path
     extension_dirs: dict[str, Path] = field(default_factory=dict)
@@ -110,9 +109,9 @@ class FrontendState:
         return self.data_dir / "user" / "default"
 
     def create_folders(self) -> None:
-        """The user's folders the frontend lists on every load: saved workflows and subgraph
-        blueprints (ComfyUI would answer 404 until the first one is saved)."""
-        for folder in (self.workflows_dir, self.user_dir / "subgraphs"):
+        """The user's folders the frontend lists: saved workflows, subgraph blueprints and
+        keybinding presets (ComfyUI answers 404 until the first one is saved)."""
+        for folder in (self.workflows_dir, self.user_dir / "subgraphs", self.user_dir / "keybindings"):
             folder.mkdir(parents=True, exist_ok=True)
 
     def extension_urls(self) -> list[str]:

@@ -435,3 +435,35 @@ def test_internal_routes_feed_the_console_panel(srv, api):
     (srv.runtime.env.input_dir / "a.png").write_bytes(b"x")
     assert api.get("/internal/files/input").json() == ["a.png"]
     assert api.get("/internal/files/models").status == 400
+
+
+def test_serve_says_what_to_install_when_the_frontend_package_is_missing(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    # A package of that name without the static site shadows the real one.
+    (tmp_path / "comfyui_frontend_package").mkdir()
+    (tmp_path / "comfyui_frontend_package" / "__init__.py").write_text("")
+    from tests.browser.conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "serve",
+            "--frontend",
+            "comfyui",
+            "--data-dir",
+            str(tmp_path / "d"),
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "has no static/index.html" in done.stderr and "pip install 'fluxloom[comfyui]'" in done.stderr
