@@ -77,6 +77,7 @@ class StatusPanel {
     this.stats = null;
     this.moves = [];
     this.phase = null;
+    this.warnings = []; // execution_warning messages of the current (or last) prompt
     this.running = false;
     this.timer = null;
     this.demoAnnounced = false;
@@ -128,6 +129,7 @@ class StatusPanel {
     parts.push(el("span", { class: "fluxloom-models" }, "loaded: ", ...(models.length ? models : ["none"])));
     if (this.phase) parts.push(el("span", { class: "fluxloom-phase" }, `running ${this.phase.label}`));
     if (this.moves.length) parts.push(el("span", { class: "fluxloom-moves" }, `moves: ${this.moves.join(" → ")}`));
+    for (const warning of this.warnings) parts.push(el("span", { class: "fluxloom-warning" }, `⚠ ${warning}`));
     const line = [];
     parts.forEach((p, i) => line.push(...(i ? [" · ", p] : [p])));
     this.element.replaceChildren(...line);
@@ -218,9 +220,15 @@ app.registerExtension({
 
     // fluxloom's own event: registering a listener also tells the frontend the type is known.
     api.addEventListener("execution_warning", ({ detail }) => {
-      if (detail?.message) toast("warning", "fluxloom", detail.message);
+      if (!detail?.message) return;
+      toast("warning", "fluxloom", detail.message, 20000);
+      panel.warnings = [...panel.warnings, detail.message];
+      if (panel.stats) panel.render();
     });
-    api.addEventListener("execution_start", () => panel.setRunning(true));
+    api.addEventListener("execution_start", () => {
+      panel.warnings = [];
+      panel.setRunning(true);
+    });
     const showPhase = (phase) => {
       if (phase === panel.phase) return;
       panel.phase = phase;
