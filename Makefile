@@ -7,7 +7,7 @@ WEB_STAMP := web/node_modules/.installed
 CHROMIUM  := /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install serve test lint format bench web-deps chromium clean
+.PHONY: install serve test lint format bench web-deps chromium clean screenshots
 
 install: $(STAMP)
 
@@ -45,6 +45,10 @@ format: install
 
 test: install web-deps chromium lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Refresh the README's pictures (the tests themselves never write into the checkout).
+screenshots: install web-deps chromium
+	FLUXLOOM_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/browser/test_browser_run.py tests/browser/test_browser_nodes.py
 
 bench: install
 	$(PY) bench/executor.py

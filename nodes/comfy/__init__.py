@@ -1,1 +1,2 @@
-"""ComfyUI's core FLUX nodes, with ComfyUI's class names, inputs and semantics."""
+"""ComfyUI's core FLUX nodes, with ComfyUI's class names, inputs and semantics, and the
+sampling maths they run on (samplers, schedulers, noise, guiders)."""
