@@ -61,6 +61,10 @@ def test_template_runs_to_an_image_on_the_save_node_and_in_the_assets(page, comf
     page.wait_for_function("window.fluxloomStatus.moves.includes('FLUX_MODEL loaded')", timeout=10_000)
     moves = page.evaluate("window.fluxloomStatus.moves")
     assert moves.index("T5 released") < moves.index("FLUX_MODEL loaded"), moves
+    # The running phase followed the executing node through the workflow's two phase groups (the
+    # cheap loaders of phase 2 may run between phase 1's nodes: they only make handles).
+    phases = page.evaluate("window.fluxloomStatus.phases")
+    assert phases[0] == "phase 1 (encode)" and phases[-1] == "phase 2 (sample + decode)", phases
     assert "FLUX_MODEL" in page.locator("#fluxloom-status .fluxloom-models").text_content()
 
     # The job is in the frontend's queue/assets panel, with the image as its preview.

@@ -78,6 +78,7 @@ class StatusPanel {
     this.moves = [];
     this.phase = null;
     this.warnings = []; // execution_warning messages of the current (or last) prompt
+    this.phases = []; // the phases the current (or last) prompt went through, in order
     this.running = false;
     this.timer = null;
     this.demoAnnounced = false;
@@ -227,11 +228,13 @@ app.registerExtension({
     });
     api.addEventListener("execution_start", () => {
       panel.warnings = [];
+      panel.phases = [];
       panel.setRunning(true);
     });
     const showPhase = (phase) => {
-      if (phase === panel.phase) return;
+      if (phase?.label === panel.phase?.label) return;
       panel.phase = phase;
+      if (phase) panel.phases = [...panel.phases, phase.label];
       if (panel.stats) panel.render();
       app.canvas?.setDirty(true, true);
     };
