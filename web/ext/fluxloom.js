@@ -85,6 +85,11 @@ class StatusPanel {
     document.body.append(this.element);
   }
 
+  /** Refresh now unless a refresh is already on its way (called as each node starts). */
+  refreshSoon() {
+    if (!this.inFlight) this.inFlight = this.refresh().finally(() => (this.inFlight = null));
+  }
+
   async refresh() {
     try {
       const res = await api.fetchApi("/system_stats", { cache: "no-store" });
@@ -244,6 +249,7 @@ app.registerExtension({
         panel.setRunning(false);
         return;
       }
+      panel.refreshSoon(); // the node before it is done: catch the models it loaded or released
       const phase = phaseOf(detail);
       if (phase) showPhase(phase); // a node outside the groups keeps the phase it is in
     });
