@@ -77,7 +77,39 @@ async def get_view(request: web.Request) -> web.StreamResponse:
         # origin, where it may queue work: anything but raster media is a download.
         headers["Content-Type"] = "application/octet-stream"
         headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(path.name)}"
+    channel, preview = request.query.get("channel", ""), request.query.get("preview", "")
+    if kind.startswith("image/") and kind != "image/svg+xml" and (channel in ("rgb", "a") or preview):
+        body, kind = await asyncio.to_thread(_image_variant, path, channel, preview)
+        return web.Response(body=body, headers={**headers, "Content-Type": kind})
     return web.FileResponse(path, headers=headers)
+
+
+def _image_variant(path: Path, channel: str, preview: str) -> tuple[bytes, str]:
+    """ComfyUI's /view options, which the official frontend uses: `channel=rgb` (no alpha),
+    `channel=a` (the alpha channel alone, as the mask editor reads it), `preview=webp;Q` or
+    `jpeg;Q` (a smaller copy)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise BadRequest("invalid_image", f"{path.name} is not a readable image: {exc}") from None
+    out = io.BytesIO()
+    if preview:
+        fmt, _, quality = preview.partition(";")
+        fmt = fmt if fmt in ("webp", "jpeg") and channel != "a" else "webp"
+        img = img.convert("RGB") if fmt == "jpeg" or channel == "rgb" else img
+        img.save(out, format=fmt, quality=int(quality) if quality.isdigit() else 90)
+        return out.getvalue(), f"image/{fmt}"
+    if channel == "rgb":
+        img.convert("RGB").save(out, format="PNG")
+    else:
+        alpha = img.getchannel("A") if "A" in img.getbands() else Image.new("L", img.size, 255)
+        mask = Image.new("RGBA", img.size)
+        mask.putalpha(alpha)
+        mask.save(out, format="PNG")
+    return out.getvalue(), "image/png"
 
 
 def _check_image(data: bytes, max_pixels: int) -> None:

@@ -467,3 +467,22 @@ def test_serve_says_what_to_install_when_the_frontend_package_is_missing(tmp_pat
     )
     assert done.returncode == 2, done.stderr
     assert "has no static/index.html" in done.stderr and "pip install 'fluxloom[comfyui]'" in done.stderr
+
+
+def test_view_serves_the_channels_and_previews_the_frontend_asks_for(srv, api):
+    from PIL import Image
+
+    rgba = Image.new("RGBA", (4, 2), (200, 100, 50, 255))
+    rgba.putpixel((0, 0), (200, 100, 50, 0))  # a masked pixel
+    rgba.save(srv.runtime.env.input_dir / "masked.png")
+
+    def view(query: str) -> Image.Image:
+        r = api.get(f"/view?filename=masked.png&type=input&{query}")
+        assert r.status == 200, r.body
+        return Image.open(io.BytesIO(r.body))
+
+    assert view("").mode == "RGBA"
+    assert view("channel=rgb").mode == "RGB" and view("channel=rgb").getpixel((0, 0)) == (200, 100, 50)
+    alpha = view("channel=a")
+    assert alpha.getpixel((0, 0)) == (0, 0, 0, 0) and alpha.getpixel((1, 0)) == (0, 0, 0, 255)
+    assert view("preview=webp;50").format == "WEBP" and view("preview=jpeg;80").format == "JPEG"
