@@ -23,8 +23,12 @@ from tests.frontend.frontend_page import open_frontend
 
 WEB_NODES = "tests.frontend.web_nodes"
 # Requests the frontend makes expecting a 404, answered as ComfyUI answers them:
-# - comfy.templates.json: the legacy node-templates store, read on every load; 404 = none saved.
-EXPECTED_HTTP_ERRORS = {("GET", "/api/userdata/comfy.templates.json"): 404}
+# - comfy.templates.json: the legacy node-templates store, read on every load; 404 = none saved;
+# - workflows/.index.json: the workflows sidebar's bookmarks, read when it opens; 404 = none yet.
+EXPECTED_HTTP_ERRORS = {
+    ("GET", "/api/userdata/comfy.templates.json"): 404,
+    ("GET", "/api/userdata/workflows%2F.index.json"): 404,
+}
 # Settings that keep the first-run tutorial and the release check (the internet) out of the tests.
 QUIET_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Notification.ShowVersionUpdates": False}
 

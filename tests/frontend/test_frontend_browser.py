@@ -31,6 +31,11 @@ def test_page_loads_clean_lists_our_nodes_and_shows_the_extension(page, comfy_se
     # A custom node pack's web directory was listed and loaded (with a module it imports).
     assert page.evaluate("window.__webEchoLoaded") == "hello from a custom node's web directory"
 
+    # Every sidebar panel opens without a failed request (the page fixture checks the log).
+    for panel in ("Assets (a)", "Model Library (m)", "Workflows (w)", "Apps", "Templates"):
+        page.get_by_role("button", name=panel, exact=True).click()
+        page.wait_for_load_state("networkidle")
+    page.keyboard.press("Escape")  # the templates dialog
     page.get_by_role("button", name="Node Library (n)").click()
     search = page.get_by_placeholder("Search Nodes...")
     search.fill("FluxSampler")
