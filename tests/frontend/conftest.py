@@ -1,7 +1,8 @@
 """The official ComfyUI frontend against fluxloom: a real `fluxloom serve --frontend comfyui`
 subprocess (demo model, the test custom node pack with a web directory) shared by every browser
-test, Debian's Chromium driven by Playwright, and a page fixture that fails a test on any failed
-request to fluxloom or console error the frontend did not make on purpose."""
+test, Debian's Chromium driven by Playwright (tests/conftest.py's `browser`), and a page fixture
+that fails a test on any failed request to fluxloom or console error the frontend did not make on
+purpose."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from urllib.parse import quote
 import pytest
 
 from tests.browser.conftest import CHROMIUM, REPO, Server, _free_port, _wait_ready
-from tests.browser.conftest import browser as browser  # noqa: PLC0414 (the shared browser fixture)
 from tests.frontend.frontend_page import open_frontend
 
 WEB_NODES = "tests.frontend.web_nodes"
