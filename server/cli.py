@@ -114,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="listen off loopback without a token (anyone who can reach it can use it)",
     )
+    p.add_argument(
+        "--frontend",
+        choices=("fluxloom", "comfyui"),
+        default="fluxloom",
+        help="web UI at /: fluxloom's canvas (default) or the official ComfyUI frontend "
+        "(needs the extra: pip install 'fluxloom[comfyui]')",
+    )
     _add_runtime_options(p)
 
     p = sub.add_parser(
