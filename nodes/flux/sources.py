@@ -195,7 +195,21 @@ def _load_clip(path: Path, part: Part, quantization: str, dtype: torch.dtype, de
 
 
 def _load_t5(path: Path, part: Part, quantization: str, dtype: torch.dtype, device: torch.device) -> Loaded:
-    from transformers import T5EncoderModel, T5TokenizerFast
+    from transformers import T5Config, T5EncoderModel, T5TokenizerFast
+
+    if q.streams_on(quantization, device):
+        # transformers loads every full-precision weight before quantizing on the CPU, so the
+        # 8-bit phase would peak above the unquantized one: read the shards layer by layer and
+        # quantize each Linear as it comes (the single-file loader's code, with the folder's own
+        # config and tokenizer), so the peak is the quantized model plus one layer.
+        from nodes.flux.formats.text_encoders import load_text_encoder_file
+
+        config = T5Config.from_pretrained(path, subfolder=part.subfolder)
+        module, _ = load_text_encoder_file(
+            path / part.subfolder, "T5", quantization, dtype, device, prefix="", config=config
+        )
+        tokenizer = T5TokenizerFast.from_pretrained(path, subfolder=part.tokenizer)
+        return Loaded(module, tokenizer, dtype, f"{quantization} on {device.type}: streamed layer by layer")
 
     config = q.transformers_config(quantization, dtype)
     kwargs: dict[str, Any] = {"dtype": dtype}

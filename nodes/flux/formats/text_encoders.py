@@ -29,10 +29,11 @@ quantization. T5's `wo` is upcast too, since T5 casts its input to `wo`'s weight
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,15 +66,17 @@ class TextEncoderFileError(ModelSourceError):
 
 @dataclass
 class EncoderFile:
-    """A safetensors file's header, with the model's keys (as transformers names them) mapped to
-    the file's keys."""
+    """A safetensors file's header (or the merged headers of a folder's shards, as a diffusers
+    pipeline's `text_encoder_2/` holds T5-XXL), with the model's keys (as transformers names
+    them) mapped to the file's keys."""
 
-    path: Path
+    path: Path  # the file, or the folder of shards
     kind: str
-    header: dict[str, Any]
-    base: int
+    header: dict[str, Any]  # file key → info; a shard's info carries its index in "shard"
+    bases: list[int]  # where each shard's data starts
     keys: dict[str, str]  # model key → file key
     scales: dict[str, str]  # model weight key → file key of its scale_weight
+    shards: list[Path] = field(default_factory=list)
 
     def shape(self, key: str) -> list[int]:
         return self.header[self.keys[key]]["shape"]
@@ -81,8 +84,16 @@ class EncoderFile:
     def stored(self, key: str) -> str:
         return self.header[self.keys[key]]["dtype"]
 
-    def read(self, fh, key: str) -> torch.Tensor:
-        return _read(fh, self.base, self.header[key])
+    def read(self, handles: dict[int, Any], key: str) -> torch.Tensor:
+        info = self.header[key]
+        shard = info.get("shard", 0)
+        return _read(handles[shard], self.bases[shard], info)
+
+    @contextlib.contextmanager
+    def opened(self):
+        """Open handles on every shard, for read()."""
+        with contextlib.ExitStack() as stack:
+            yield {i: stack.enter_context(open(p, "rb")) for i, p in enumerate(self.shards)}
 
 
 def _read(fh, base: int, info: dict[str, Any]) -> torch.Tensor:
@@ -101,10 +112,18 @@ def open_encoder_file(path: Path | str, kind: str, prefix: str | None = None) ->
     path = Path(path)
     if kind not in KINDS:
         raise TextEncoderFileError(f"unknown text encoder kind {kind!r}; choose one of: {', '.join(KINDS)}")
-    try:
-        header, base = read_header(path)
-    except CheckpointError as exc:
-        raise TextEncoderFileError(str(exc)) from exc
+    shards = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+    if not shards:
+        raise TextEncoderFileError(f"{path} holds no .safetensors file")
+    header: dict[str, Any] = {}
+    bases: list[int] = []
+    for index, shard in enumerate(shards):
+        try:
+            shard_header, base = read_header(shard)
+        except CheckpointError as exc:
+            raise TextEncoderFileError(str(exc)) from exc
+        header.update({key: {**info, "shard": index} for key, info in shard_header.items()})
+        bases.append(base)
     if prefix is None:
         prefix = find_prefix(header, kind, path)
     mapper = _clip_key if kind == "CLIP" else _t5_key
@@ -125,7 +144,7 @@ def open_encoder_file(path: Path | str, kind: str, prefix: str | None = None) ->
     if kind == "T5" and "shared.weight" not in keys and "encoder.embed_tokens.weight" in keys:
         keys["shared.weight"] = keys["encoder.embed_tokens.weight"]
     keys.pop("encoder.embed_tokens.weight", None)  # the same tensor as shared.weight
-    return EncoderFile(path, kind, header, base, keys, scales)
+    return EncoderFile(path, kind, header, bases, keys, scales, shards)
 
 
 def find_prefix(header: dict[str, Any], kind: str, path: Path) -> str:
@@ -311,21 +330,24 @@ def load_text_encoder_file(
     dtype: str | torch.dtype = "auto",
     device: str | torch.device = "cpu",
     prefix: str | None = None,
+    config: Any = None,
 ) -> tuple[torch.nn.Module, Any]:
-    """Load a CLIP-L ("CLIP") or T5 ("T5") single file onto `device` with `quantization` (one of
-    nodes/flux/quantization.py's choices; CLIP takes only "none"); returns (module in eval mode,
-    the shipped tokenizer)."""
+    """Load a CLIP-L ("CLIP") or T5 ("T5") single file (or a folder of shards) onto `device`
+    with `quantization` (one of nodes/flux/quantization.py's choices; CLIP takes only "none");
+    returns (module in eval mode, the shipped tokenizer). `config`: the model's own config
+    (a pipeline folder's), instead of the one inferred from the tensors."""
     offline.enforce()
     device = torch.device(device)
     file = open_encoder_file(path, kind, prefix)
     _check_quantization(kind, quantization)
     compute = resolve_dtype(dtype, file, device)
     shapes = {k: file.shape(k) for k in file.keys}
-    config = (
-        infer_clip_config(shapes, str(file.path))
-        if kind == "CLIP"
-        else infer_t5_config(shapes, str(file.path))
-    )
+    if config is None:
+        config = (
+            infer_clip_config(shapes, str(file.path))
+            if kind == "CLIP"
+            else infer_t5_config(shapes, str(file.path))
+        )
     tokenizer = _tokenizer(kind, config, file.path)
     model = _build_empty(kind, config)
     try:
@@ -379,7 +401,7 @@ def _stream(
     """Put every tensor of `file` into `model`, one at a time; returns what each Linear became."""
     linears = {n: m for n, m in model.named_modules() if type(m) is torch.nn.Linear}
     counts: Counter = Counter()
-    with open(file.path, "rb") as fh:
+    with file.opened() as fh:
         for name, linear in linears.items():
             if name + ".weight" not in file.keys:
                 continue  # reported by _check_complete
