@@ -43,5 +43,10 @@ def image_scale(
     if width == 0 and height == 0:
         return (image,)
     height, width = scale_size(image.shape[1], image.shape[2], width, height)
-    scaled = resize.resize(image.movedim(-1, 1), width, height, upscale_method, crop)
+    try:
+        scaled = resize.resize(
+            image.movedim(-1, 1), width, height, upscale_method, crop, resize.IMAGE_METHODS
+        )
+    except ValueError as exc:
+        raise ValueError(f"ImageScale: {exc}") from exc
     return (scaled.movedim(1, -1).contiguous(),)

@@ -111,4 +111,8 @@ def latent_upscale(
     if width == 0 and height == 0:
         return (samples,)
     h, w = upscale_size(x.shape[-2], x.shape[-1], width, height)
-    return (with_samples(samples, resize.resize(x, w, h, upscale_method, crop)),)
+    try:
+        scaled = resize.resize(x, w, h, upscale_method, crop, resize.LATENT_METHODS)
+    except ValueError as exc:
+        raise ValueError(f"LatentUpscale: {exc}") from exc
+    return (with_samples(samples, scaled),)

@@ -28,9 +28,18 @@ def center_crop(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
     return x[..., dy : old_h - dy, dx : old_w - dx]
 
 
-def resize(x: torch.Tensor, width: int, height: int, method: str, crop: str) -> torch.Tensor:
-    """x [N, C, H, W] resized to [N, C, height, width] by `method`, centre-cropped first when
-    crop is "center"."""
+def resize(
+    x: torch.Tensor,
+    width: int,
+    height: int,
+    method: str,
+    crop: str,
+    methods=(*TORCH_MODES, "bislerp", "lanczos"),
+) -> torch.Tensor:
+    """x [N, C, H, W] resized to [N, C, height, width] by `method` (one of `methods`: what the
+    calling node offers), centre-cropped first when crop is "center"."""
+    if method not in methods:
+        raise ValueError(f"unknown upscale method {method!r}; choose one of {', '.join(methods)}")
     if crop not in CROP_METHODS:
         raise ValueError(f"unknown crop {crop!r}; choose one of {', '.join(CROP_METHODS)}")
     if width < 1 or height < 1:
@@ -41,8 +50,6 @@ def resize(x: torch.Tensor, width: int, height: int, method: str, crop: str) -> 
         return bislerp(x, width, height)
     if method == "lanczos":
         return lanczos(x, width, height)
-    if method not in TORCH_MODES:
-        raise ValueError(f"unknown upscale method {method!r}")
     return F.interpolate(x, size=(height, width), mode=method)
 
 
