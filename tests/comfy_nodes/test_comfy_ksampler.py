@@ -178,3 +178,12 @@ def test_ksampler_and_fluxsampler_latents_and_conditioning_interchange(rt):
     assert value_of(rt, prompt, "decode2").shape == (1, 32, 32, 3)
     fs = value_of(rt, prompt, "fs")["samples"]
     assert not torch.equal(value_of(rt, prompt, "ks_after_fs")["samples"], fs)
+
+
+def test_a_batch_gets_one_noise_per_image(rt):
+    prompt = txt2img(short=True)
+    prompt["empty"]["inputs"]["batch_size"] = 2
+    pair = samples(rt, prompt)
+    assert pair.shape == (2, 16, 4, 4) and not torch.equal(pair[0], pair[1])
+    # the first image of the batch is the single image of the same seed
+    torch.testing.assert_close(pair[:1], samples(rt, txt2img(short=True)), rtol=1e-5, atol=1e-5)
