@@ -8,6 +8,7 @@ from nodes.base import REGISTRY, NodeRegistry
 NODE_MODULES = [
     "nodes.utility",
     "nodes.flux.loaders",
+    "nodes.flux.lora_node",
     "nodes.flux.encode",
     "nodes.flux.latent",
     "nodes.flux.sampler",
@@ -15,6 +16,7 @@ NODE_MODULES = [
     "nodes.flux.offload",
     "nodes.image",
     # ComfyUI's core nodes, with its names and semantics (docs/comfyui.md)
+    "nodes.comfy.loaders",
     "nodes.comfy.conditioning",
     "nodes.comfy.latents",
     "nodes.comfy.images",

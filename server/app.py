@@ -21,11 +21,21 @@ from typing import Any
 from aiohttp import web
 
 from nodes.base import NodeRegistry
+from server.frontend import (
+    FRONTEND,
+    FrontendNotInstalled,
+    FrontendState,
+    comfyui_static_dir,
+    fluxloom_extension_dir,
+    web_directories,
+)
 from server.openapi import describe
 from server.paths import web_dir
 from server.routes import add_routes
 from server.routes.common import STATE, AppState, BadRequest, Limits, status_payload
-from server.runtime import Runtime, RuntimeConfig, create_runtime
+from server.routes.frontend_info import server_features
+from server.routes.internal import install_log_buffer, stream_logs_to_subscribers
+from server.runtime import Runtime, config_from_args, create_runtime
 from server.security import BindRefused, SecurityConfig, check_bind, json_error, make_middleware
 from server.store import PromptStore
 from server.worker import Worker
@@ -42,6 +52,9 @@ class ServerConfig:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     web_dir: Path = field(default_factory=web_dir)
     limits: Limits = field(default_factory=Limits)
+    frontend: str = "fluxloom"  # or "comfyui": web_dir is then the official frontend's static site
+    # Frontend extensions by name (custom nodes' WEB_DIRECTORY); fluxloom's own is always added.
+    extension_dirs: dict[str, Path] = field(default_factory=dict)
 
 
 @web.middleware
@@ -86,7 +99,9 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
     store = PromptStore(cfg.data_dir / "queue.sqlite3")
     for pid in store.recover():
         log.warning("prompt %s was running when the server stopped; reported as failed", pid)
-    hub = Hub(status=lambda: status_payload(store))
+    hub = Hub(
+        status=lambda: status_payload(store), features=lambda: server_features(cfg.limits.max_upload_bytes)
+    )
     bridge = LoopBridge()
     worker = Worker(
         store,
@@ -109,6 +124,13 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
         client_max_size=cfg.limits.max_upload_bytes + 2**20,
     )
     app[STATE] = st
+    app[FRONTEND] = FrontendState(
+        data_dir=cfg.data_dir,
+        workflows_dir=st.workflows_dir,
+        extension_dirs={"fluxloom": fluxloom_extension_dir(), **cfg.extension_dirs},
+    )
+    app[FRONTEND].create_folders()
+    stop_log_stream = stream_logs_to_subscribers(app, bridge.call)
 
     async def openapi(request: web.Request) -> web.Response:
         return web.json_response(describe(served_routes(request.app)))
@@ -123,6 +145,7 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
         await hub.close_all()
 
     async def cleanup(app: web.Application) -> None:
+        stop_log_stream()
         await asyncio.to_thread(worker.stop)
         store.close()
 
@@ -160,6 +183,7 @@ def load_extra_nodes(registry: NodeRegistry, spec: str | None = None) -> list[st
 
 
 def serve_main(args: argparse.Namespace) -> int:
+    install_log_buffer()  # from the first line: the frontend's Console panel shows start-up too
     security = SecurityConfig(
         host=args.host, token=args.token, allow_unauthenticated=args.allow_unauthenticated
     )
@@ -170,6 +194,13 @@ def serve_main(args: argparse.Namespace) -> int:
         return 2
     if warning:
         log.warning("%s", warning)
+    comfyui_web = None
+    if getattr(args, "frontend", "fluxloom") == "comfyui":
+        try:
+            comfyui_web = comfyui_static_dir()
+        except FrontendNotInstalled as exc:
+            print(f"fluxloom serve: {exc}", file=sys.stderr)
+            return 2
     import nodes
 
     registry = nodes.load_all()
@@ -189,23 +220,19 @@ def serve_main(args: argparse.Namespace) -> int:
     if extra:
         log.info("custom nodes from %s", ", ".join(extra))
     data = Path(args.data_dir)
-    runtime = create_runtime(
-        RuntimeConfig(
-            models_dir=args.models,
-            output_dir=data / "output",
-            input_dir=data / "input",
-            temp_dir=data / "temp",
-            vram_budget_bytes=args.vram_budget,
-            ram_budget_bytes=args.ram_budget,
-            cache_budget_bytes=args.cache_budget,
-        ),
-        registry,
+    config = config_from_args(
+        args, output_dir=data / "output", input_dir=data / "input", temp_dir=data / "temp"
     )
-    app = create_app(runtime, ServerConfig(data_dir=data, security=security))
+    runtime = create_runtime(config, registry)
+    cfg = ServerConfig(data_dir=data, security=security, extension_dirs=web_directories(extra))
+    if comfyui_web is not None:
+        cfg.web_dir, cfg.frontend = comfyui_web, "comfyui"
+    app = create_app(runtime, cfg)
     shown = f"[{args.host}]" if ":" in args.host else args.host
 
     def listening(_: str) -> None:  # run_app calls this once the socket is open
-        print(f"fluxloom: serving http://{shown}:{args.port}/ (data in {data}); Ctrl+C stops", flush=True)
+        ui = "the official ComfyUI frontend at " if cfg.frontend == "comfyui" else ""
+        print(f"fluxloom: serving {ui}http://{shown}:{args.port}/ (data in {data}); Ctrl+C stops", flush=True)
 
     # run_app turns SIGINT/SIGTERM into a graceful exit: the running prompt is interrupted and
     # goes back to the head of the queue, pending prompts stay in SQLite.
