@@ -1,10 +1,10 @@
 """Test-only nodes and prompt builders for the ComfyUI node tests.
 
-The lead's ComfyUI loaders (UNETLoader, DualCLIPLoader, ...) are separate work, so the MODEL and
-CLIP values come from fluxloom's own loaders through two test-only nodes that wrap their handles
-exactly as a ComfyUI loader does (`DiffusionModel`, `TextEncoders`). Two more test-only nodes give
-FluxSampler's own sigmas as SIGMAS and a random raw LATENT, and `Keep` is an output node that
-makes any value's producer run (tests read values from the executor's cache)."""
+MODEL and CLIP values come from fluxloom's own loaders in fp32 through two test-only bridge nodes
+that wrap their handles as ComfyUI's loaders do (`DiffusionModel`, `TextEncoders`);
+test_comfy_ksampler.py checks that UNETLoader/DualCLIPLoader give the same run. Two more
+test-only nodes give FluxSampler's own sigmas as SIGMAS and a random raw LATENT, and `Keep` is an
+output node that makes any value's producer run (tests read values from the executor's cache)."""
 
 from __future__ import annotations
 

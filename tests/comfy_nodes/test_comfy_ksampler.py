@@ -187,3 +187,17 @@ def test_a_batch_gets_one_noise_per_image(rt):
     assert pair.shape == (2, 16, 4, 4) and not torch.equal(pair[0], pair[1])
     # the first image of the batch is the single image of the same seed
     torch.testing.assert_close(pair[:1], samples(rt, txt2img(short=True)), rtol=1e-5, atol=1e-5)
+
+
+def test_comfyuis_loaders_feed_these_nodes_as_the_test_bridges_do(rt):
+    """UNETLoader/DualCLIPLoader (on a pipeline folder) give the MODEL and CLIP the test-only
+    bridge nodes make from fluxloom's loaders: the same run, bit for bit."""
+    bridged = txt2img(seed=12)
+    loaded = txt2img(seed=12)
+    unet = {"unet_name": "tiny-dev", "weight_dtype": "default"}
+    loaded["model"] = {"class_type": "UNETLoader", "inputs": unet}
+    loaded["clip"] = {
+        "class_type": "DualCLIPLoader",
+        "inputs": {"clip_name1": "tiny-dev", "clip_name2": "tiny-dev", "type": "flux", "device": "default"},
+    }
+    assert torch.equal(samples(rt, loaded), samples(rt, bridged))
