@@ -102,6 +102,19 @@ def test_progress_after_every_step(rt):
     assert steps == [(1, 3), (2, 3), (3, 3)]
 
 
+def test_an_interrupt_stops_the_sampler_at_that_step(rt):
+    events = []
+
+    def listener(event, data):
+        events.append((event, data))
+        if event == "progress" and data["node"] == "sample" and data["value"] == 2:
+            rt.executor.interrupt()
+
+    result = rt.executor.execute(txt2img(short=True, steps=6, seed=13), "interrupted", listener)
+    assert result.status == "interrupted"
+    assert [d["value"] for e, d in events if e == "progress" and d["node"] == "sample"] == [1, 2]
+
+
 def test_odd_latent_sizes_are_padded_for_the_transformer(rt):
     prompt = txt2img(short=True)
     prompt["empty"] = empty(width=40, height=24)  # 5 x 3 latent cells
