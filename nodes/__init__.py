@@ -15,7 +15,13 @@ NODE_MODULES = [
     "nodes.flux.vae",
     "nodes.flux.offload",
     "nodes.image",
+    # ComfyUI's core nodes, with its names and semantics (docs/comfyui.md)
     "nodes.comfy.loaders",
+    "nodes.comfy.conditioning",
+    "nodes.comfy.latents",
+    "nodes.comfy.images",
+    "nodes.comfy.sampling",
+    "nodes.comfy.custom_sampling",
 ]
 
 _loaded = False
