@@ -42,6 +42,9 @@ class ServerConfig:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     web_dir: Path = field(default_factory=web_dir)
     limits: Limits = field(default_factory=Limits)
+    # A distributed front end (server/distributed/frontend.py: prompts go to Redis, workers run
+    # them); None: the embedded SQLite queue and worker thread.
+    cluster: Any = None
 
 
 @web.middleware
@@ -83,6 +86,8 @@ class LoopBridge:
 
 def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.cluster is not None:
+        return _create_frontend_app(runtime, cfg)
     store = PromptStore(cfg.data_dir / "queue.sqlite3")
     for pid in store.recover():
         log.warning("prompt %s was running when the server stopped; reported as failed", pid)
@@ -103,9 +108,53 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
         web_dir=cfg.web_dir,
         limits=cfg.limits,
     )
+
+    async def cleanup(app: web.Application) -> None:
+        await asyncio.to_thread(worker.stop)
+        store.close()
+
+    return _application(st, cfg, bridge, worker.start, cleanup)
+
+
+def _create_frontend_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
+    """The same application on the distributed queue: no worker thread, no model."""
+    from server.distributed.frontend import queue_errors
+    from server.distributed.redis_store import RedisStore
+
+    frontend = cfg.cluster
+    store = RedisStore(frontend.q, frontend)
+    hub = Hub(status=lambda: status_payload(store))
+    bridge = LoopBridge()
+    st = AppState(
+        runtime=runtime,
+        store=store,
+        hub=hub,
+        worker=frontend,
+        data_dir=cfg.data_dir,
+        web_dir=cfg.web_dir,
+        limits=cfg.limits,
+        cluster=frontend,
+    )
+
+    def start() -> None:
+        frontend.start(
+            deliver=lambda event, data, client_id: bridge.call(hub.send, event, data, client_id),
+            queue_changed=lambda: bridge.call(hub.broadcast_status),
+        )
+
+    async def cleanup(app: web.Application) -> None:
+        await asyncio.to_thread(frontend.stop)
+        store.close()
+
+    return _application(st, cfg, bridge, start, cleanup, [queue_errors(frontend.cfg)])
+
+
+def _application(
+    st: AppState, cfg: ServerConfig, bridge: LoopBridge, start_work: Any, cleanup: Any, extra: Any = ()
+) -> web.Application:
     # aiohttp's own limit is the largest body any route takes; JSON routes check a smaller one.
     app = web.Application(
-        middlewares=[json_errors, make_middleware(cfg.security)],
+        middlewares=[json_errors, *extra, make_middleware(cfg.security)],
         client_max_size=cfg.limits.max_upload_bytes + 2**20,
     )
     app[STATE] = st
@@ -113,18 +162,14 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
     async def openapi(request: web.Request) -> web.Response:
         return web.json_response(describe(served_routes(request.app)))
 
-    add_routes(app, hub.handle, openapi)
+    add_routes(app, st.hub.handle, openapi)
 
     async def start(app: web.Application) -> None:
         bridge.loop = asyncio.get_running_loop()
-        worker.start()
+        start_work()
 
     async def shutdown(app: web.Application) -> None:
-        await hub.close_all()
-
-    async def cleanup(app: web.Application) -> None:
-        await asyncio.to_thread(worker.stop)
-        store.close()
+        await st.hub.close_all()
 
     app.on_startup.append(start)
     app.on_shutdown.append(shutdown)
@@ -159,6 +204,30 @@ def load_extra_nodes(registry: NodeRegistry, spec: str | None = None) -> list[st
     return loaded
 
 
+def load_registry(prog: str) -> NodeRegistry | int:
+    """The node registry with the custom nodes of FLUXLOOM_EXTRA_NODES; an exit code (after
+    saying why) when they cannot be imported. Shared by `fluxloom serve` and `fluxloom worker`."""
+    import nodes
+
+    registry = nodes.load_all()
+    try:
+        extra = load_extra_nodes(registry)
+    except ImportError as exc:
+        print(f"{prog}: {EXTRA_NODES_ENV}: cannot import {exc.name or exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the module itself failed while importing (a custom node's bug)
+        where = exc.__traceback__
+        while where is not None and where.tb_next is not None:
+            where = where.tb_next
+        at = f" ({where.tb_frame.f_code.co_filename}:{where.tb_lineno})" if where is not None else ""
+        failed = f"importing custom nodes failed{at}: {type(exc).__name__}: {exc}"
+        print(f"{prog}: {EXTRA_NODES_ENV}: {failed}", file=sys.stderr)
+        return 2
+    if extra:
+        log.info("custom nodes from %s", ", ".join(extra))
+    return registry
+
+
 def serve_main(args: argparse.Namespace) -> int:
     security = SecurityConfig(
         host=args.host, token=args.token, allow_unauthenticated=args.allow_unauthenticated
@@ -170,25 +239,12 @@ def serve_main(args: argparse.Namespace) -> int:
         return 2
     if warning:
         log.warning("%s", warning)
-    import nodes
-
-    registry = nodes.load_all()
-    try:
-        extra = load_extra_nodes(registry)
-    except ImportError as exc:
-        print(f"fluxloom serve: {EXTRA_NODES_ENV}: cannot import {exc.name or exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # the module itself failed while importing (a custom node's bug)
-        where = exc.__traceback__
-        while where is not None and where.tb_next is not None:
-            where = where.tb_next
-        at = f" ({where.tb_frame.f_code.co_filename}:{where.tb_lineno})" if where is not None else ""
-        failed = f"importing custom nodes failed{at}: {type(exc).__name__}: {exc}"
-        print(f"fluxloom serve: {EXTRA_NODES_ENV}: {failed}", file=sys.stderr)
-        return 2
-    if extra:
-        log.info("custom nodes from %s", ", ".join(extra))
+    registry = load_registry("fluxloom serve")
+    if isinstance(registry, int):
+        return registry
     data = Path(args.data_dir)
+    if getattr(args, "queue", None):
+        return _serve_frontend(args, registry, data, security)
     runtime = create_runtime(
         RuntimeConfig(
             models_dir=args.models,
@@ -202,6 +258,30 @@ def serve_main(args: argparse.Namespace) -> int:
         registry,
     )
     app = create_app(runtime, ServerConfig(data_dir=data, security=security))
+    return _run_app(app, args, data)
+
+
+def _serve_frontend(args: argparse.Namespace, registry: NodeRegistry, data: Path, security: Any) -> int:
+    """`fluxloom serve --queue redis://…`: the API on the shared queue, no model in this process."""
+    from server.distributed.config import QueueUnavailable, cluster_config, connection_errors
+    from server.distributed.frontend import create_frontend
+
+    try:
+        cluster = cluster_config(args)
+        runtime, frontend = create_frontend(cluster, registry, data)
+        frontend.q.redis.ping()
+    except (QueueUnavailable, ValueError) as exc:
+        print(f"fluxloom serve: {exc}", file=sys.stderr)
+        return 2
+    except connection_errors() as exc:
+        print(f"fluxloom serve: cannot reach the queue at {cluster.redacted_url()}: {exc}", file=sys.stderr)
+        return 1
+    log.info("distributed front end %s on %s", frontend.frontend_id, cluster.redacted_url())
+    app = create_app(runtime, ServerConfig(data_dir=data, security=security, cluster=frontend))
+    return _run_app(app, args, data)
+
+
+def _run_app(app: web.Application, args: argparse.Namespace, data: Path) -> int:
     shown = f"[{args.host}]" if ":" in args.host else args.host
 
     def listening(_: str) -> None:  # run_app calls this once the socket is open

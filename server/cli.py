@@ -1,4 +1,4 @@
-"""`fluxloom` command line: serve | run | queue | nodes | demo-model."""
+"""`fluxloom` command line: serve | worker | run | queue | nodes | demo-model."""
 
 from __future__ import annotations
 
@@ -59,6 +59,12 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_queue_options(p: argparse.ArgumentParser, required: bool) -> None:
+    from server.distributed.config import add_queue_options
+
+    add_queue_options(p, required=required)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fluxloom",
@@ -91,6 +97,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="listen off loopback without a token (anyone who can reach it can use it)",
     )
     _add_runtime_options(p)
+    _add_queue_options(p, required=False)
+
+    p = sub.add_parser(
+        "worker",
+        help="run prompts from a shared Redis queue (distributed mode, see docs/scale-out.md)",
+        description="Claim prompts from the queue that `fluxloom serve --queue` front ends fill, "
+        "run them with the models under --models, and report back through the queue.",
+    )
+    p.add_argument("--name", default=None, help="this worker's name on the queue (default: HOST-PID)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("worker-data"),
+        metavar="DIR",
+        help="the worker's own input/output/temp folders (default: ./worker-data)",
+    )
+    _add_runtime_options(p)
+    _add_queue_options(p, required=True)
 
     p = sub.add_parser(
         "run",
@@ -169,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": cmd_run,
         "nodes": cmd_nodes,
         "serve": cmd_serve,
+        "worker": cmd_worker,
         "queue": cmd_queue,
         "demo-model": cmd_demo_model,
     }
@@ -179,6 +204,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from server.app import serve_main
 
     return serve_main(args)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from server.distributed.remote_worker import worker_main
+
+    return worker_main(args)
 
 
 def cmd_queue(args: argparse.Namespace) -> int:

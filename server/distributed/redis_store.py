@@ -1,0 +1,127 @@
+"""The prompt store of a distributed front end: the methods the HTTP routes call on
+server/store.py's PromptStore (add, exists, pending, running, remaining, position,
+delete_pending, get, history, delete_history, recover, close), answered from the shared state in
+Redis, so every front end shows the same queue and history.
+
+The queue runs FIFO per lane (see affinity.py), `front` prompts first; `position` and the order
+of `GET /queue` follow the prompts' numbers, as in the embedded queue.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from server.distributed.affinity import lane_for, requirements
+from server.distributed.config import dumps, text
+from server.distributed.outputs import upload_inputs
+from server.distributed.redis_queue import RedisQueue
+from server.store import PENDING, PromptRow
+
+
+def to_row(prompt_id: str, r: dict[str, str]) -> PromptRow:
+    def load(name: str, default: Any) -> Any:
+        raw = r.get(name)
+        return json.loads(raw) if raw else default
+
+    return PromptRow(
+        prompt_id=prompt_id,
+        number=float(r.get("number") or 0),
+        status=r.get("status", PENDING),
+        prompt=load("prompt", {}),
+        extra_data=load("extra_data", {}),
+        outputs_to_execute=load("outputs", []),
+        client_id=r.get("client_id") or None,
+        result=load("result", {}),
+        messages=load("messages", []),
+        error=load("error", None),
+        created=float(r.get("created") or 0),
+        finished=float(r["finished"]) if r.get("finished") else None,
+        plan=load("plan", None),
+    )
+
+
+class RedisStore:
+    def __init__(self, q: RedisQueue, frontend: Any) -> None:
+        self.q = q
+        self.keys = q.keys
+        self.frontend = frontend  # FrontEnd: its id, registry and folders
+
+    def add(
+        self,
+        prompt_id: str,
+        prompt: dict[str, Any],
+        extra_data: dict[str, Any],
+        outputs: list[str],
+        client_id: str | None,
+        number: float | None = None,
+        front: bool = False,
+        plan: dict[str, Any] | None = None,
+    ) -> float:
+        fe = self.frontend
+        lane = lane_for(requirements(prompt, fe.registry), front)
+        inputs = upload_inputs(self.q, fe.registry, fe.env, prompt, self.q.cfg.max_output_bytes)
+        fields = {
+            "prompt": dumps(prompt),
+            "extra_data": dumps(extra_data),
+            "outputs": dumps(outputs),
+            "client_id": client_id or "",
+            "origin": fe.frontend_id,
+            "inputs": dumps(inputs),
+        }
+        if plan is not None:
+            fields["plan"] = dumps(plan)
+        got = self.q.enqueue(prompt_id, fields, lane.lane_id, lane.meta, number=number, front=front)
+        if got is None:
+            raise ValueError(f"prompt_id {prompt_id!r} is already used")
+        return got
+
+    def exists(self, prompt_id: str) -> bool:
+        return bool(self.q.redis.exists(self.keys.prompt(prompt_id)))
+
+    def _rows(self, ids: list[Any]) -> list[PromptRow]:
+        return [to_row(pid, r) for pid, r in self.q.records([text(i) for i in ids])]
+
+    def pending(self) -> list[PromptRow]:
+        return self._rows(self.q.redis.zrange(self.keys.queued, 0, -1))
+
+    def running(self) -> list[PromptRow]:
+        rows = self._rows(list(self.q.redis.smembers(self.keys.running)))
+        return sorted(rows, key=lambda r: (r.number, r.created))
+
+    def remaining(self) -> int:
+        pipe = self.q.redis.pipeline(transaction=False)
+        pipe.zcard(self.keys.queued)
+        pipe.scard(self.keys.running)
+        return sum(pipe.execute())
+
+    def position(self, prompt_id: str) -> int | None:
+        rank = self.q.redis.zrank(self.keys.queued, prompt_id)
+        return None if rank is None else int(rank)
+
+    def delete_pending(self, prompt_ids: list[str] | None = None) -> int:
+        return self.q.delete_pending(None if prompt_ids is None else [str(p) for p in prompt_ids])
+
+    def get(self, prompt_id: str) -> PromptRow | None:
+        r = self.q.record(prompt_id)
+        return to_row(prompt_id, r) if r is not None else None
+
+    def history(self, max_items: int | None = None, offset: int = -1) -> list[PromptRow]:
+        """Finished prompts in finish order, paged as PromptStore.history (ComfyUI's rules)."""
+        total = self.q.redis.zcard(self.keys.history)
+        if offset < 0:
+            offset = max(0, total - max_items) if max_items is not None else 0
+        if max_items == 0 or offset >= total:
+            return []
+        stop = -1 if max_items is None else offset + max_items - 1
+        return self._rows(self.q.redis.zrange(self.keys.history, offset, stop))
+
+    def delete_history(self, prompt_ids: list[str] | None = None) -> int:
+        return self.q.delete_history(None if prompt_ids is None else [str(p) for p in prompt_ids])
+
+    def recover(self) -> list[str]:
+        """Nothing to recover here: a prompt whose worker died is reclaimed by another worker."""
+        return []
+
+    def close(self) -> None:
+        self.q.redis.close()
