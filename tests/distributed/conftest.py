@@ -105,7 +105,11 @@ class Process:
         self.log = log.open("ab")
         env = {**os.environ, "FLUXLOOM_EXTRA_NODES": EXTRA_NODES}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", *args], cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "server.cli", *args],
+            cwd=REPO,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
 
     def alive(self) -> bool:
@@ -185,7 +189,8 @@ class Frontend:
 
     def start(self) -> None:
         self.port = free_port()
-        cmd = ["serve", "--port", str(self.port), "--data-dir", str(self.data), "--queue", self.cluster.redis.url]
+        cmd = ["serve", "--port", str(self.port), "--data-dir", str(self.data)]
+        cmd += ["--queue", self.cluster.redis.url]
         cmd += [*self.cluster.extra, *self.args]
         (self.cluster.tmp / "logs").mkdir(exist_ok=True)
         self.process = Process(cmd, self.cluster.tmp / "logs" / f"{self.name}.log")

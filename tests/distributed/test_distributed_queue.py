@@ -159,7 +159,8 @@ def test_uploaded_input_image_travels_to_the_worker(shared, api):
         f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="red.png"\r\n'
         "Content-Type: image/png\r\n\r\n"
     ).encode() + buf.getvalue() + f"\r\n--{boundary}--\r\n".encode()
-    r = api.request("POST", "/upload/image", raw=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    r = api.request("POST", "/upload/image", raw=body, headers=headers)
     assert r.status == 200, r.body
     prompt = {
         "1": {"class_type": "LoadImage", "inputs": {"image": r.json()["name"]}},
