@@ -156,9 +156,13 @@ def test_uploaded_input_image_travels_to_the_worker(shared, api):
     Image.new("RGB", (24, 16), (200, 10, 30)).save(buf, "PNG")
     boundary = "fluxloomboundary"
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="red.png"\r\n'
-        "Content-Type: image/png\r\n\r\n"
-    ).encode() + buf.getvalue() + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="red.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + buf.getvalue()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
     r = api.request("POST", "/upload/image", raw=body, headers=headers)
     assert r.status == 200, r.body
