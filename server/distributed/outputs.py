@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from nodes.base import Combo, NodeEnv, NodeRegistry
-from server.distributed.config import file_id
+from server.distributed.config import file_id, retrying
 from server.distributed.redis_queue import RedisQueue
 from server.security import UnsafePath, safe_join
 
@@ -127,7 +127,12 @@ class OutputShipper:
         digest = hashlib.sha256(data).hexdigest()
         stem, ext = os.path.splitext(filename)
         name, i = filename, 1
-        while not self.queue.put_file(file_id(kind, sub, name), digest, data):
+
+        # Redis may be restarting: the file waits for it, as the result will.
+        def put(n: str) -> bool:
+            return self.queue.put_file(file_id(kind, sub, n), digest, data)
+
+        while not retrying(lambda n=name: put(n), what="sending a file", log=log):
             name, i = f"{stem} ({i}){ext}", i + 1
         return name
 
@@ -196,7 +201,8 @@ def download_inputs(queue: RedisQueue, env: NodeEnv, inputs: dict[str, str]) -> 
         path = safe_join(env.input_dir, name)
         if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == digest:
             continue
-        data = queue.redis.get(queue.keys.input(digest))
+        key = queue.keys.input(digest)
+        data = retrying(lambda key=key: queue.redis.get(key), what="reading an input", log=log)
         if data is None:
             raise FileNotFoundError(f"input image {name!r} is no longer in the queue (expired)")
         write_atomic(path, data)

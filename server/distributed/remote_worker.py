@@ -164,6 +164,8 @@ class RemoteWorker:
                 return
             if event == "executed":
                 data = {**data, "output": shipper.ship(data["node"], data["output"])}
+            elif event == "executing":
+                self._note_node(claim, data["node"])
             self.publisher.send(claim.origin, claim.client_id, event, data)
 
         try:
@@ -213,6 +215,15 @@ class RemoteWorker:
         )
         if not recorded:
             log.warning("prompt %s was finished elsewhere; this result is dropped", claim.prompt_id)
+
+    def _note_node(self, claim: Claim, node: str) -> None:
+        """The node now running, on the prompt's record at once (not at the next heartbeat): if
+        it kills this worker, the dead-letter report names it."""
+        try:
+            fields = {"node": node, "value": 0, "max": 0}
+            self.q.redis.hset(self.q.keys.prompt(claim.prompt_id), mapping=fields)
+        except connection_errors() as exc:
+            log.debug("cannot note the running node (%s)", exc)
 
     # --- requests from front ends ----------------------------------------------------------
 
