@@ -36,20 +36,28 @@ FINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
 class EventPublisher:
     """Worker side: events leave in order from one thread, batched in a pipeline, so the
     executor never waits for Redis between two progress steps; `flush()` waits until they are
-    all in Redis (before the result is stored). While Redis is unreachable it keeps retrying."""
+    all in Redis (before the result is stored). While Redis is unreachable it keeps retrying.
+    `call(fn)` runs other writes that need not hold the executor up (the worker's
+    advertisement), in order with the events."""
 
     def __init__(self, q: RedisQueue) -> None:
         self.q = q
-        self._pending: stdqueue.Queue[tuple[str, str | None, str, dict] | None] = stdqueue.Queue()
+        self._pending: stdqueue.Queue[Any] = stdqueue.Queue()
         self._idle = threading.Condition()
         self._unsent = 0
         self._thread = threading.Thread(target=self._loop, name="fluxloom-events", daemon=True)
         self._thread.start()
 
     def send(self, origin: str, client_id: str | None, event: str, data: dict[str, Any]) -> None:
+        self._put((origin, client_id, event, data))
+
+    def call(self, fn: Callable[[], Any]) -> None:
+        self._put(fn)
+
+    def _put(self, item: Any) -> None:
         with self._idle:
             self._unsent += 1
-        self._pending.put((origin, client_id, event, data))
+        self._pending.put(item)
 
     def flush(self, timeout: float | None = None) -> bool:
         with self._idle:
@@ -60,7 +68,6 @@ class EventPublisher:
         self._thread.join(5)
 
     def _loop(self) -> None:
-        errors = connection_errors()
         while True:
             item = self._pending.get()
             if item is None:
@@ -75,23 +82,38 @@ class EventPublisher:
                     self._pending.put(None)
                     break
                 batch.append(nxt)
-            delay = 0.05
-            while True:
-                try:
-                    self._publish(batch)
-                    break
-                except errors as exc:
-                    log.warning("events not sent yet (Redis unreachable: %s); retrying", exc)
-                    threading.Event().wait(delay)
-                    delay = min(delay * 2, 1.0)
-                except Exception:  # an event that cannot be encoded: never block the others
-                    log.exception("events could not be sent")
-                    break
+            events: list[tuple[str, str | None, str, dict]] = []
+            for item in batch:
+                if callable(item):
+                    self._retry(lambda done=events: self._publish(done))
+                    events = []
+                    self._retry(item)
+                else:
+                    events.append(item)
+            self._retry(lambda done=events: self._publish(done))
             with self._idle:
                 self._unsent -= len(batch)
                 self._idle.notify_all()
 
+    @staticmethod
+    def _retry(fn: Callable[[], Any]) -> None:
+        errors = connection_errors()
+        delay = 0.05
+        while True:
+            try:
+                fn()
+                return
+            except errors as exc:
+                log.warning("events not sent yet (Redis unreachable: %s); retrying", exc)
+                threading.Event().wait(delay)
+                delay = min(delay * 2, 1.0)
+            except Exception:  # an event that cannot be encoded: never block the others
+                log.exception("events could not be sent")
+                return
+
     def _publish(self, batch: list[tuple[str, str | None, str, dict]]) -> None:
+        if not batch:
+            return
         by_origin: dict[str, list[tuple[str | None, str, dict]]] = {}
         for origin, client_id, event, data in batch:
             by_origin.setdefault(origin, []).append((client_id, event, data))

@@ -64,6 +64,11 @@ class RemoteWorker:
         self._last_event: Any = None
         self._model_loads: dict[str, int] = {}
         self._recheck: float | None = None
+        self._next_reclaim = 0.0
+        self._lane_meta: dict[str, dict[str, Any]] = {}  # lane -> meta, from the last snapshot
+        self._stats: dict[str, Any] = {}  # the model manager's, at the last advertisement
+        self._loaded_models: set[str] = set()
+        self._busy_models: list[str] = []
         self._held: list[tuple[str, dict[str, Any]]] = []  # final events, sent with the result
         self._heart = threading.Thread(target=self._heartbeat_loop, name="fluxloom-heartbeat", daemon=True)
 
@@ -107,8 +112,13 @@ class RemoteWorker:
 
     def _next(self) -> Claim | None:
         snap = self.q.snapshot()
+        self._lane_meta = {lane.lane: lane.meta for lane in snap.lanes}
         mine = [lane.lane for lane in snap.lanes if can_run(self._catalog, lane.meta["requires"])]
-        claim = self.q.reclaim(self.name, mine)
+        # Taking over from a dead worker waits for the visibility timeout anyway: look once a beat.
+        claim = None
+        if time.monotonic() >= self._next_reclaim:
+            self._next_reclaim = time.monotonic() + self.cfg.beat
+            claim = self.q.reclaim(self.name, mine)
         if claim is not None:
             log.warning(
                 "worker %s: took over prompt %s from %s (delivery %d)",
@@ -140,7 +150,10 @@ class RemoteWorker:
             return
         self.current, self._lost = claim, False
         self._interrupt_asked = claim.record.get("interrupt") == "1"
-        self._advertise_now()
+        meta = self._lane_meta.get(claim.lane)
+        self._busy_models = sorted(meta["models"]) if meta else _models_of(self.q, claim)
+        # Busy, and with which models, so that others route around it; sent beside the events.
+        self.publisher.call(lambda: self.advertise(models=False, ring=True))
         try:
             result, shipper = self._execute(claim)
             self._report(claim, result, shipper)
@@ -167,6 +180,10 @@ class RemoteWorker:
             elif event == "executing":
                 self._note_node(claim, data["node"])
             self.publisher.send(claim.origin, claim.client_id, event, data)
+            if event == "executing" and claim.deliveries > 1:
+                # Its last worker died running it: note each node at once, so that if it kills
+                # this worker too, the dead-letter report names the node.
+                self.publisher.flush()
 
         try:
             download_inputs(self.q, self.runtime.env, claim.json("inputs", {}))
@@ -217,13 +234,9 @@ class RemoteWorker:
             log.warning("prompt %s was finished elsewhere; this result is dropped", claim.prompt_id)
 
     def _note_node(self, claim: Claim, node: str) -> None:
-        """The node now running, on the prompt's record at once (not at the next heartbeat): if
-        it kills this worker, the dead-letter report names it."""
-        try:
-            fields = {"node": node, "value": 0, "max": 0}
-            self.q.redis.hset(self.q.keys.prompt(claim.prompt_id), mapping=fields)
-        except connection_errors() as exc:
-            log.debug("cannot note the running node (%s)", exc)
+        """The node now running, on the prompt's record (not only at the next heartbeat)."""
+        key, fields = self.q.keys.prompt(claim.prompt_id), {"node": node, "value": 0, "max": 0}
+        self.publisher.call(lambda: self.q.redis.hset(key, mapping=fields))
 
     # --- requests from front ends ----------------------------------------------------------
 
@@ -279,10 +292,10 @@ class RemoteWorker:
             while (dead := self.q.reclaim(self.name, self.q.lane_ids(), dead_only=True)) is not None:
                 dead_letter(self.q, self.name, dead)
 
-    def _advertise_now(self) -> None:
+    def _advertise_now(self, models: bool = True) -> None:
+        """Advertise a change of state and ring the doorbell, so that idle workers route again."""
         try:
-            self.advertise()
-            self.q.ring("worker-state")
+            self.advertise(models=models, ring=True)
         except connection_errors() as exc:
             log.debug("advertising failed (%s)", exc)
 
@@ -291,10 +304,14 @@ class RemoteWorker:
         self._catalog_at = time.monotonic()
 
     def _loaded(self) -> set[str]:
+        return self._loaded_models
+
+    def _read_models(self) -> None:
+        """What the model manager holds now (read after each prompt and at each heartbeat)."""
+        self._count_loads()
         models = self.runtime.models
-        if models is None:
-            return set()
-        return {m.get("source") or m["name"] for m in models.stats()["loaded"]}
+        self._stats = models.stats() if models is not None else {}
+        self._loaded_models = {m.get("source") or m["name"] for m in self._stats.get("loaded", [])}
 
     def _count_loads(self) -> None:
         models = self.runtime.models
@@ -311,21 +328,21 @@ class RemoteWorker:
             if ev.action == "load":
                 self._model_loads[ev.name] = self._model_loads.get(ev.name, 0) + 1
 
-    def advertise(self) -> None:
+    def advertise(self, models: bool = True, ring: bool = False) -> None:
         """What this worker is, holds and does, for routing and /system_stats (expires unless
-        renewed: a worker that died disappears within `advert_ttl`)."""
-        self._count_loads()
-        claim = self.current
-        models = self.runtime.models
-        stats = models.stats() if models is not None else {}
+        renewed: a worker that died disappears within `advert_ttl`). `models`: read the model
+        manager again (not needed when only the state changes)."""
+        if models:
+            self._read_models()
+        claim, stats = self.current, self._stats
         advert = {
             "name": self.name,
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "state": "busy" if claim is not None else "idle",
             "prompt_id": claim.prompt_id if claim is not None else None,
-            "busy_models": _models_of(self.q, claim) if claim is not None else [],
-            "loaded": sorted(self._loaded()),
+            "busy_models": self._busy_models if claim is not None else [],
+            "loaded": sorted(self._loaded_models),
             "installed": sorted({v for vs in self._catalog.values() for v in vs}),
             "demo_only": bool(stats.get("demo_only")),
             "models": stats,
@@ -339,6 +356,8 @@ class RemoteWorker:
         pipe.set(self.q.keys.worker(self.name), dumps(advert), px=ttl)
         pipe.set(self.q.keys.catalog(self.name), dumps(self._catalog), px=ttl)
         pipe.sadd(self.q.keys.workers, self.name)
+        if ring:
+            pipe.xadd(self.q.keys.doorbell, {"r": "worker-state"}, maxlen=100)
         pipe.execute()
 
 
