@@ -202,9 +202,8 @@ def main() -> None:
     one = throughput[1]
     print(f"scale-out bench: prompts that sleep {args.sleep:g} s, a burst of 12·N prompts with N workers")
     for n, t in throughput.items():
-        print(
-            f"  {n} worker{'s' if n > 1 else ' '}: {t:6.2f} prompts/s   ratio to {n} x one worker: {t / (n * one):.3f}"
-        )
+        label = f"{n} worker{'s' if n > 1 else ' '}"
+        print(f"  {label}: {t:6.2f} prompts/s   ratio to {n} x one worker: {t / (n * one):.3f}")
     overhead = (mean(distributed) - mean(embedded)) * 1e3
     print(f"dispatch, one prompt at a time ({args.prompts} prompts, POST to execution_success):")
     print(f"  embedded (SQLite + thread): mean {mean(embedded) * 1e3:7.2f} ms")
