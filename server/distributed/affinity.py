@@ -146,7 +146,7 @@ def plan_claim(
         if lane.head is None or not can_run(catalog, lane.meta["requires"]):
             continue
         models = set(lane.meta["models"])
-        waited = (now_ms - (lane.head_ms or now_ms)) / 1000
+        waited = (now_ms - lane.head_ms) / 1000 if lane.head_ms is not None else 0.0
         if models <= loaded:
             rank = 0
         elif waited >= affinity_wait or not _better_placed(me, models, loaded, others):
