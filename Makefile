@@ -8,14 +8,14 @@ CHROMIUM  := /usr/bin/chromium
 REDIS     := /usr/bin/redis-server
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install serve test lint format bench web-deps chromium redis clean
+.PHONY: install serve test lint format bench web-deps chromium redis clean screenshots
 
 install: $(STAMP)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml setup.py | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
@@ -53,6 +53,10 @@ format: install
 
 test: install web-deps chromium redis lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Refresh the README's pictures (the tests themselves never write into the checkout).
+screenshots: install web-deps chromium
+	FLUXLOOM_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/browser/test_browser_run.py tests/browser/test_browser_nodes.py
 
 bench: install
 	$(PY) bench/executor.py

@@ -62,7 +62,7 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
 def _add_queue_options(p: argparse.ArgumentParser, required: bool) -> None:
     from server.distributed.config import add_queue_options
 
-    add_queue_options(p, required=required)
+    add_queue_options(p, required=required, parse_size=parse_size)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,12 +2,12 @@
 
 In a source checkout (and an editable install) they are the repository's folders; after a normal
 `pip install .` they are the data packages `fluxloom_data.web` / `fluxloom_data.workflows`
-(see setup.py), found with importlib.resources, so the server works from any directory."""
+(see setup.py), found through the import system, so the server works from any directory."""
 
 from __future__ import annotations
 
 import functools
-from importlib import resources
+import importlib.util
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -19,9 +19,13 @@ def _shipped(name: str) -> Path:
     if (REPO_ROOT / "pyproject.toml").is_file():  # a source checkout (or an editable install)
         return source
     try:
-        return Path(str(resources.files(f"fluxloom_data.{name}")))
+        spec = importlib.util.find_spec(f"fluxloom_data.{name}")
     except ModuleNotFoundError:
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
         return source  # neither: callers report the missing folder
+    # A data package without __init__.py is a namespace package: its folder is its search path.
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def web_dir() -> Path:

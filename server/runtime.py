@@ -8,7 +8,7 @@ import contextlib
 import importlib
 import logging
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nodes
@@ -35,7 +35,6 @@ class RuntimeConfig:
     vram_budget_bytes: int | None = None  # None: automatic (free device memory)
     ram_budget_bytes: int | None = None  # None: automatic (a share of system RAM)
     ensure_demo_model: bool = True  # create the demo model when no FLUX model is installed
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nodes.base import NodeRegistry
+from nodes.base import NodeDef, NodeRegistry
 from server.paths import workflows_dir
 from server.subgraphs import add_subgraph_meta, inline_subgraphs
 
@@ -70,23 +70,84 @@ def ui_to_api(workflow: dict[str, Any], registry: NodeRegistry) -> dict[str, Any
 
 
 def _ui_to_api(workflow: dict[str, Any], registry: NodeRegistry) -> dict[str, Any]:
-    links = _links_by_id(workflow)
-    nodes = {n["id"]: n for n in workflow["nodes"] if isinstance(n, dict) and "id" in n}
+    return _UiConverter(workflow, registry).prompt()
 
-    def is_virtual(n: dict) -> bool:
-        return n.get("type") in VIRTUAL_NODES and registry.get(n.get("type")) is None
 
-    def resolve(origin_id: int, origin_slot: int, seen: frozenset = frozenset()) -> Any:
+class _UiConverter:
+    """One UI workflow's conversion: its links and nodes by id, and the steps per node."""
+
+    def __init__(self, workflow: dict[str, Any], registry: NodeRegistry) -> None:
+        self.registry = registry
+        self.links = _links_by_id(workflow)
+        self.nodes = {n["id"]: n for n in workflow["nodes"] if isinstance(n, dict) and "id" in n}
+
+    def prompt(self) -> dict[str, Any]:
+        prompt: dict[str, Any] = {}
+        for nid, n in sorted(self.nodes.items(), key=lambda kv: _id_order(kv[0])):
+            if n.get("mode") in (MODE_MUTED, MODE_BYPASS) or self.is_virtual(n):
+                continue
+            class_type = n.get("type")
+            d = self.registry.get(class_type)
+            inputs = self.widget_inputs(n, d) if d is not None else {}
+            self.link_inputs(n, inputs)
+            title = n.get("title") or (d.display_name if d else class_type)
+            prompt[str(nid)] = {"class_type": class_type, "inputs": inputs, "_meta": {"title": title}}
+        return prompt
+
+    def is_virtual(self, n: dict) -> bool:
+        return n.get("type") in VIRTUAL_NODES and self.registry.get(n.get("type")) is None
+
+    def widget_inputs(self, n: dict, d: NodeDef) -> dict[str, Any]:
+        """Widget values by name. Required widgets come first, then optional ones: the order of
+        `input_order`, in which ComfyUI and the canvas create widgets and so save
+        `widgets_values` (a seed's control value follows the seed, and is skipped)."""
+        widgets = sorted(d.widgets(), key=lambda w: w.optional)
+        values = n.get("widgets_values")
+        if isinstance(values, dict):
+            return {w.name: values[w.name] for w in widgets if w.name in values}
+        inputs: dict[str, Any] = {}
+        if not isinstance(values, list):
+            return inputs
+        i = 0
+        for w in widgets:
+            if i >= len(values):
+                break
+            inputs[w.name] = values[i]
+            i += 1
+            if (
+                getattr(w.spec, "control_after_generate", False)
+                and i < len(values)
+                and values[i] in CONTROL_VALUES
+            ):
+                i += 1
+        return inputs
+
+    def link_inputs(self, n: dict, inputs: dict[str, Any]) -> None:
+        """Linked inputs become `[source_id, slot]`; a link from a muted node removes the input."""
+        for inp in n.get("inputs") or []:
+            lid = inp.get("link")
+            if lid is None or lid not in self.links:
+                continue
+            o_id, o_slot, *_ = self.links[lid]
+            source = self.resolve(o_id, o_slot)
+            if source is _KEEP_WIDGET:
+                continue
+            if source is not None:
+                inputs[inp["name"]] = source
+            else:
+                inputs.pop(inp["name"], None)
+
+    def resolve(self, origin_id: Any, origin_slot: int, seen: frozenset = frozenset()) -> Any:
         """Follow links through bypassed nodes and reroutes; None when the source is muted."""
-        src = nodes.get(origin_id)
+        src = self.nodes.get(origin_id)
         if src is None or origin_id in seen:
             return None
-        if is_virtual(src):  # frontend-only: its mode does not matter (as in ComfyUI)
+        if self.is_virtual(src):  # frontend-only: its mode does not matter (as in ComfyUI)
             # A Reroute forwards its one input; any other virtual node feeds no link.
             first = (src.get("inputs") or [{}])[0] if src.get("type") == REROUTE else {}
-            if first.get("link") in links:
-                o_id, o_slot, *_ = links[first["link"]]
-                return resolve(o_id, o_slot, seen | {origin_id})
+            if first.get("link") in self.links:
+                o_id, o_slot, *_ = self.links[first["link"]]
+                return self.resolve(o_id, o_slot, seen | {origin_id})
             return _KEEP_WIDGET
         if src.get("mode") == MODE_MUTED:
             return None
@@ -94,56 +155,16 @@ def _ui_to_api(workflow: dict[str, Any], registry: NodeRegistry) -> dict[str, An
             outputs = src.get("outputs") or []
             out_type = outputs[origin_slot].get("type") if 0 <= origin_slot < len(outputs) else None
             for inp in src.get("inputs") or []:
-                if inp.get("link") is not None and inp.get("type") == out_type and inp["link"] in links:
-                    o_id, o_slot, *_ = links[inp["link"]]
-                    return resolve(o_id, o_slot, seen | {origin_id})
+                if inp.get("link") is not None and inp.get("type") == out_type and inp["link"] in self.links:
+                    o_id, o_slot, *_ = self.links[inp["link"]]
+                    return self.resolve(o_id, o_slot, seen | {origin_id})
             return None
         return [str(origin_id), origin_slot]
 
-    prompt: dict[str, Any] = {}
-    for nid, n in sorted(nodes.items(), key=lambda kv: kv[0]):
-        if n.get("mode") in (MODE_MUTED, MODE_BYPASS) or is_virtual(n):
-            continue
-        class_type = n.get("type")
-        d = registry.get(class_type)
-        inputs: dict[str, Any] = {}
-        if d is not None:
-            # Required widgets come first, then optional ones: the order of `input_order`, in
-            # which ComfyUI and the canvas create widgets and so save `widgets_values`.
-            widgets = sorted(d.widgets(), key=lambda w: w.optional)
-            values = n.get("widgets_values")
-            if isinstance(values, dict):
-                for w in widgets:
-                    if w.name in values:
-                        inputs[w.name] = values[w.name]
-            elif isinstance(values, list):
-                i = 0
-                for w in widgets:
-                    if i >= len(values):
-                        break
-                    inputs[w.name] = values[i]
-                    i += 1
-                    if (
-                        getattr(w.spec, "control_after_generate", False)
-                        and i < len(values)
-                        and values[i] in CONTROL_VALUES
-                    ):
-                        i += 1
-        for inp in n.get("inputs") or []:
-            lid = inp.get("link")
-            if lid is None or lid not in links:
-                continue
-            o_id, o_slot, *_ = links[lid]
-            source = resolve(o_id, o_slot)
-            if source is _KEEP_WIDGET:
-                continue
-            if source is not None:
-                inputs[inp["name"]] = source
-            else:
-                inputs.pop(inp["name"], None)
-        title = n.get("title") or (d.display_name if d else class_type)
-        prompt[str(nid)] = {"class_type": class_type, "inputs": inputs, "_meta": {"title": title}}
-    return prompt
+
+def _id_order(node_id: Any) -> tuple:
+    """Numbers in numeric order, then other ids (e.g. a subgraph's "12:5") as text."""
+    return (0, node_id, "") if isinstance(node_id, int) else (1, 0, str(node_id))
 
 
 def to_api(data: Any, registry: NodeRegistry) -> dict[str, Any]:

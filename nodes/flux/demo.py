@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEMO_NAME = "fluxloom-demo"
-# Written into the folder so that the model manager can tell the demo from a real model.
+# Written into the folder: the sizes and seed it was built with (benchmarks check it before
+# reusing a model they built earlier). The demo is told apart from real models by its name.
 DEMO_MARKER = "fluxloom_demo.json"
 
 log = logging.getLogger("fluxloom.models")

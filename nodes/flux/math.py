@@ -62,11 +62,11 @@ class ShiftConfig:
 # --- schedule -------------------------------------------------------------------------------
 
 
-def calculate_mu(image_seq_len: int, cfg: ShiftConfig) -> float:
+def calculate_mu(image_seq_len: int, shift: ShiftConfig) -> float:
     """Resolution-dependent shift: linear in the number of image tokens between
     (base_image_seq_len, base_shift) and (max_image_seq_len, max_shift)."""
-    m = (cfg.max_shift - cfg.base_shift) / (cfg.max_image_seq_len - cfg.base_image_seq_len)
-    b = cfg.base_shift - m * cfg.base_image_seq_len
+    m = (shift.max_shift - shift.base_shift) / (shift.max_image_seq_len - shift.base_image_seq_len)
+    b = shift.base_shift - m * shift.base_image_seq_len
     return image_seq_len * m + b
 
 
@@ -75,23 +75,25 @@ def time_shift(mu: float, sigmas: np.ndarray, power: float = 1.0) -> np.ndarray:
     return math.exp(mu) / (math.exp(mu) + (1 / sigmas - 1) ** power)
 
 
-def flux_sigmas(steps: int, mu: float, cfg: ShiftConfig, device: torch.device | str = "cpu") -> torch.Tensor:
+def flux_sigmas(
+    steps: int, mu: float, shift: ShiftConfig, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """The `steps + 1` sigmas of a FLUX run, from 1 down to a final 0, as float32 on `device`.
 
     np.linspace in float64 is cast to float32 *before* the shift, and the shift runs in numpy
     float32, exactly as FlowMatchEulerDiscreteScheduler.set_timesteps does with custom sigmas."""
     sigmas = np.linspace(1.0, 1 / steps, steps).astype(np.float32)
-    if cfg.use_dynamic_shifting:
+    if shift.use_dynamic_shifting:
         sigmas = time_shift(mu, sigmas)
     else:
-        sigmas = cfg.shift * sigmas / (1 + (cfg.shift - 1) * sigmas)
+        sigmas = shift.shift * sigmas / (1 + (shift.shift - 1) * sigmas)
     shifted = torch.from_numpy(np.asarray(sigmas)).to(dtype=torch.float32, device=device)
     return torch.cat([shifted, torch.zeros(1, device=shifted.device)])
 
 
-def sigmas_to_timesteps(sigmas: torch.Tensor, cfg: ShiftConfig) -> torch.Tensor:
+def sigmas_to_timesteps(sigmas: torch.Tensor, shift: ShiftConfig) -> torch.Tensor:
     """The model's timesteps (0..1000) for every sigma but the final 0."""
-    return sigmas[:-1] * cfg.num_train_timesteps
+    return sigmas[:-1] * shift.num_train_timesteps
 
 
 def img2img_start(steps: int, denoise: float) -> int:

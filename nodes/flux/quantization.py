@@ -6,9 +6,11 @@ What works where (bitsandbytes 0.50, torchao 0.18, diffusers 0.42, transformers 
   (nf4 on the CPU needs every quantized layer's in-features to be a multiple of 64); torchao
   int8 weight-only runs on both.
 - The transformer through diffusers: bitsandbytes (int8, nf4) needs CUDA, since diffusers'
-  quantizer stops with "No GPU found" without one. On the CPU we load the transformer unquantized
-  and swap its Linear layers for bitsandbytes' own Linear8bitLt / Linear4bit, which run there.
-  torchao int8 weight-only works on both through diffusers' TorchAoConfig.
+  quantizer stops with "No GPU found" without one, and its torchao path loads every
+  full-precision weight before quantizing. So on the CPU fluxloom builds the transformer empty and
+  reads its checkpoint tensor by tensor (`load_streaming`), turning each Linear into bitsandbytes'
+  own Linear8bitLt / Linear4bit or a torchao int8 layer as it is read; all of these run there.
+  On CUDA diffusers' BitsAndBytesConfig / TorchAoConfig do the job.
 """
 
 from __future__ import annotations
@@ -90,18 +92,14 @@ def transformers_config(choice: str, compute_dtype: torch.dtype) -> Any | None:
 
 def diffusers_config(choice: str, compute_dtype: torch.dtype, device: torch.device) -> Any | None:
     """quantization_config for a diffusers model (the transformer). bitsandbytes through
-    diffusers needs CUDA; on the CPU, `quantize_linears` does the same job after loading."""
+    diffusers needs CUDA: there is none for it on the CPU, where `load_streaming` quantizes
+    the layers instead (see `streams_on`)."""
     check_choice(choice)
     if choice == NONE:
         return None
     if choice in BNB_CHOICES and device.type != "cuda":
-        return None  # loaded unquantized, then quantize_linears()
+        return None  # the CPU path is load_streaming
     return _library_config("diffusers", choice, compute_dtype)
-
-
-def needs_manual_bnb(choice: str, device: torch.device) -> bool:
-    """True when a diffusers model must be quantized by fluxloom (bitsandbytes, no CUDA)."""
-    return choice in BNB_CHOICES and device.type != "cuda"
 
 
 def streams_on(choice: str, device: torch.device) -> bool:
@@ -154,28 +152,6 @@ def quantized_linear(
         layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4")
     layer.bias = bias_param
     return layer.to(device)  # moving a bitsandbytes weight to a device is what quantizes it
-
-
-def quantize_linears(
-    module: torch.nn.Module, choice: str, compute_dtype: torch.dtype, device: torch.device
-) -> tuple[int, int]:
-    """Replace a loaded module's nn.Linear layers with quantized ones, in place, one layer at a
-    time. Returns (layers quantized, layers kept as they were)."""
-    if choice in BNB_CHOICES:
-        require_package("bitsandbytes", choice)
-    targets = [(name, m) for name, m in module.named_modules() if type(m) is torch.nn.Linear]
-    done = kept = 0
-    for name, linear in targets:
-        bias = None if linear.bias is None else linear.bias.data
-        q = quantized_linear(
-            linear.in_features, linear.out_features, linear.weight.data, bias, choice, compute_dtype, device
-        )
-        if q is None:
-            kept += 1
-            continue
-        _set_submodule(module, name, q)
-        done += 1
-    return done, kept
 
 
 def load_streaming(

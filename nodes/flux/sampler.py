@@ -38,18 +38,19 @@ class Start:
     first: int  # index of the first step run (0 for text-to-image)
 
 
-def schedule(h: int, w: int, steps: int, cfg: fm.ShiftConfig, device: torch.device) -> torch.Tensor:
-    mu = fm.calculate_mu((h // 2) * (w // 2), cfg)
-    return fm.flux_sigmas(steps, mu, cfg, device)
+def schedule(h: int, w: int, steps: int, shift: fm.ShiftConfig, device: torch.device) -> torch.Tensor:
+    """The sigmas of a run on an h x w latent: the shift grows with the number of image tokens."""
+    mu = fm.calculate_mu((h // 2) * (w // 2), shift)
+    return fm.flux_sigmas(steps, mu, shift, device)
 
 
-def text_to_image_start(shape, s: SamplerSettings, cfg, dtype, device) -> Start:
+def text_to_image_start(shape, s: SamplerSettings, shift: fm.ShiftConfig, dtype, device) -> Start:
     """Pure noise from the seed, drawn in the conditioning's dtype (FluxPipeline.prepare_latents)."""
     noise = fm.draw_noise(tuple(shape), fm.seeded_generator(s.seed), dtype, device)
-    return Start(fm.pack_latents(noise), schedule(shape[2], shape[3], s.steps, cfg, device), 0)
+    return Start(fm.pack_latents(noise), schedule(shape[2], shape[3], s.steps, shift, device), 0)
 
 
-def image_to_image_start(latent: dict, s: SamplerSettings, cfg, dtype, device) -> Start:
+def image_to_image_start(latent: dict, s: SamplerSettings, shift: fm.ShiftConfig, dtype, device) -> Start:
     """The input latent noised to the first kept sigma (FluxImg2ImgPipeline.prepare_latents):
     with one generator, first the VAE posterior sample (when the latent came from VAEEncode), then
     the noise."""
@@ -69,7 +70,7 @@ def image_to_image_start(latent: dict, s: SamplerSettings, cfg, dtype, device) -
     if image_latents.shape[0] != b:
         raise ValueError(f"the latent's posterior has batch {image_latents.shape[0]}, its samples {b}")
     noise = fm.draw_noise((b, c, h, w), generator, dtype, device)
-    sigmas = schedule(h, w, s.steps, cfg, device)
+    sigmas = schedule(h, w, s.steps, shift, device)
     start = fm.scale_noise(image_latents, noise, sigmas, first)
     return Start(fm.pack_latents(start), sigmas, first)
 
@@ -113,20 +114,28 @@ def check_fits(transformer: torch.nn.Module, channels: int, *conds: Conditioning
 
 def sample(
     transformer: torch.nn.Module,
+    *,
+    # model input
     positive: Conditioning,
-    latent: dict,
-    s: SamplerSettings,
-    cfg: fm.ShiftConfig,
-    device: torch.device,
     negative: Conditioning | None = None,
-    on_step: Callable[[int, int], None] = lambda i, n: None,
+    latent: dict,
+    # sampling parameters
+    settings: SamplerSettings,
+    shift: fm.ShiftConfig,
+    # where it runs
+    device: torch.device,
     model_dtype: torch.dtype | None = None,
+    on_step: Callable[[int, int], None] = lambda i, n: None,
 ) -> torch.Tensor:
     """Run the sampler; returns unpacked latents [B, 16, h, w] on `device`.
 
-    Noise is drawn in the conditioning's dtype, as diffusers does. When the transformer computes
-    in another dtype (e.g. an fp32 T5 with a bf16 transformer, which FluxPipeline refuses), the
-    latents and embeddings are cast to it; when the dtypes agree nothing is cast."""
+    `shift` is the schedule's timestep-shift config (the scheduler's), not guidance:
+    `settings.guidance` is FLUX.1-dev's distilled guidance and `settings.true_cfg_scale` real
+    classifier-free guidance with `negative`. Noise is drawn in the conditioning's dtype, as
+    diffusers does. When the transformer computes in another dtype (e.g. an fp32 T5 with a bf16
+    transformer, which FluxPipeline refuses), the latents and embeddings are cast to it; when the
+    dtypes agree nothing is cast."""
+    s = settings
     samples = latent["samples"]
     b, _, h, w = samples.shape
     dtype = positive.dtype
@@ -136,12 +145,12 @@ def sample(
     check_fits(transformer, samples.shape[1], positive, negative if use_neg else None)
     neg = negative.for_batch(b, device, model_dtype) if use_neg else None
     if s.denoise < 1.0:
-        start = image_to_image_start(latent, s, cfg, dtype, device)
+        start = image_to_image_start(latent, s, shift, dtype, device)
     else:
-        start = text_to_image_start(samples.shape, s, cfg, dtype, device)
+        start = text_to_image_start(samples.shape, s, shift, dtype, device)
     img_ids = fm.latent_image_ids(h, w, device, dtype)
     guidance = fm.guidance_vector(s.guidance, b, device) if transformer.config.guidance_embeds else None
-    timesteps = fm.sigmas_to_timesteps(start.sigmas, cfg)
+    timesteps = fm.sigmas_to_timesteps(start.sigmas, shift)
     latents, sigmas, total = start.latents.to(model_dtype), start.sigmas, s.steps - start.first
     for n, i in enumerate(range(start.first, s.steps)):
         pred = predict(transformer, latents, timesteps[i], guidance, pos, img_ids)
@@ -200,20 +209,19 @@ def flux_sampler(
     negative: Conditioning | None = None,
 ) -> tuple[dict]:
     check_latent(latent, "FluxSampler")
-    models = ctx.models
     settings = SamplerSettings(seed, steps, guidance, true_cfg_scale, denoise)
-    cfg = fm.ShiftConfig.for_pipeline(Path(model.path))
+    shift = fm.ShiftConfig.for_pipeline(Path(model.path))
     ctx.check_interrupt()
-    with torch.no_grad(), models.use(model) as loaded:
+    with torch.no_grad(), ctx.models.use(model) as loaded:
         out = sample(
             loaded.module,
-            positive,
-            latent,
-            settings,
-            cfg,
-            loaded.device,
-            negative,
-            ctx.progress,
-            loaded.dtype,
+            positive=positive,
+            negative=negative,
+            latent=latent,
+            settings=settings,
+            shift=shift,
+            device=loaded.device,
+            model_dtype=loaded.dtype,
+            on_step=ctx.progress,
         )
     return ({"samples": out.cpu()},)

@@ -201,10 +201,11 @@ def text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def add_queue_options(p: argparse.ArgumentParser, *, required: bool) -> None:
-    """`--queue` and the cluster settings, for `serve` and `worker`."""
-    from server.cli import parse_size
-
+def add_queue_options(
+    p: argparse.ArgumentParser, *, required: bool, parse_size: Callable[[str], int]
+) -> None:
+    """`--queue` and the cluster settings, for `serve` and `worker` (`parse_size`: the CLI's
+    reading of sizes such as 64M)."""
     p.add_argument(
         "--queue",
         default=None,

@@ -82,6 +82,7 @@ def test_interrupt_button_stops_the_sampler(page):
     page.click("#fit-button")
     assert evaluate(page, "return window.fluxloom.graph.getNodeById(arg).flux.running;", sampler) is True
     page.evaluate("window.fluxloom.canvas.draw(true, true)")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "running.png"))
     page.click("#interrupt-button")
     page.wait_for_function("window.__events.some(e => e.type === 'execution_interrupted')", timeout=60_000)

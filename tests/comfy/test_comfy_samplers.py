@@ -85,7 +85,14 @@ def test_euler_equals_flux_sampler_bit_for_bit(transformers, variant):
     positive = conditioning(10)
     latent = torch.zeros(1, 16, 8, 12)  # a 96x64 image
     settings = flux_sampler.SamplerSettings(seed=42, steps=4, guidance=3.5)
-    reference = flux_sampler.sample(transformer, positive, {"samples": latent}, settings, config, CPU)
+    reference = flux_sampler.sample(
+        transformer,
+        positive=positive,
+        latent={"samples": latent},
+        settings=settings,
+        shift=config,
+        device=CPU,
+    )
 
     sigmas = flux_sampler.schedule(8, 12, 4, config, CPU)
     noise = nz.prepare_noise(latent, 42)
@@ -108,7 +115,13 @@ def test_true_cfg_equals_flux_sampler_bit_for_bit(transformers):
     latent = torch.zeros(1, 16, 8, 8)
     settings = flux_sampler.SamplerSettings(seed=7, steps=3, guidance=3.5, true_cfg_scale=4.0)
     reference = flux_sampler.sample(
-        transformer, positive, {"samples": latent}, settings, config, CPU, negative
+        transformer,
+        positive=positive,
+        negative=negative,
+        latent={"samples": latent},
+        settings=settings,
+        shift=config,
+        device=CPU,
     )
 
     velocity = guiders.cfg_guider(flux_predict(transformer), positive, negative, 4.0)
@@ -313,7 +326,14 @@ def test_bf16_model_keeps_comfyuis_float32_latents(transformers):
     )
     latent = torch.zeros(1, 16, 8, 8)
     settings = flux_sampler.SamplerSettings(seed=5, steps=3)
-    reference = flux_sampler.sample(transformer, positive, {"samples": latent}, settings, config, CPU)
+    reference = flux_sampler.sample(
+        transformer,
+        positive=positive,
+        latent={"samples": latent},
+        settings=settings,
+        shift=config,
+        device=CPU,
+    )
     model = samplers.FlowModel(guiders.basic_guider(flux_predict(transformer), positive), ms.flux_schnell())
     sigmas = flux_sampler.schedule(8, 8, 3, config, CPU)
     ours = samplers.sample(model, "euler", sigmas, nz.prepare_noise(latent, 5), latent, seed=5)

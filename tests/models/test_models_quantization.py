@@ -14,6 +14,7 @@ from nodes.flux.handles import ModelHandle
 from nodes.flux.sources import check_loadable
 from server.models import module_bytes
 from tests.models.conftest import create_manager
+from tests.models.quantize_reference import quantize_linears
 
 CPU = torch.device("cpu")
 
@@ -136,8 +137,8 @@ def test_cuda_uses_the_libraries_own_bitsandbytes_path():
     assert type(config).__module__.startswith("diffusers") and config.load_in_8bit
     nf4 = q.diffusers_config(q.NF4_BNB, torch.bfloat16, cuda)
     assert nf4.load_in_4bit and nf4.bnb_4bit_quant_type == "nf4"
-    assert q.diffusers_config(q.INT8_BNB, torch.float32, CPU) is None and q.needs_manual_bnb(q.INT8_BNB, CPU)
-    assert not q.needs_manual_bnb(q.INT8_BNB, cuda)
+    assert q.diffusers_config(q.INT8_BNB, torch.float32, CPU) is None and q.streams_on(q.INT8_BNB, CPU)
+    assert not q.streams_on(q.INT8_BNB, cuda)
     t5 = q.transformers_config(q.INT8_BNB, torch.bfloat16)
     assert type(t5).__module__.startswith("transformers") and t5.load_in_8bit
 
@@ -160,7 +161,7 @@ def test_streamed_cpu_transformer_equals_loading_then_quantizing(demo_path, choi
         )
     else:
         ref = FluxTransformer2DModel.from_pretrained(demo_path, subfolder="transformer", dtype=torch.float32)
-        q.quantize_linears(ref, choice, torch.float32, CPU)
+        quantize_linears(ref, choice, torch.float32, CPU)
     ref.eval()
 
     class Wrap:

@@ -61,11 +61,12 @@ export class Api extends EventTarget {
     return this.fetchJson("/queue");
   }
 
-  /** POST /prompt; throws ApiError with the `node_errors` body on a 400. */
-  queuePrompt(prompt, workflow) {
+  /** POST /prompt with the UI workflow itself (the server converts it, and keeps it as the
+   * PNG's `workflow`); throws ApiError with the `node_errors` body on a 400. */
+  queuePrompt(workflow) {
     return this.fetchJson("/prompt", {
       method: "POST",
-      json: { prompt, client_id: this.clientId, extra_data: { extra_pnginfo: { workflow } } },
+      json: { prompt: workflow, client_id: this.clientId, extra_data: { extra_pnginfo: { workflow } } },
     });
   }
 

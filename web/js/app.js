@@ -4,7 +4,6 @@ import { createBounds, LGraph, LGraphCanvas, LiteGraph } from "@comfyorg/litegra
 import { Api, ApiError } from "./api.js";
 import { applyTypeColors } from "./colors.js";
 import { bindDrop, bindKeys, bindToolbar } from "./controls.js";
-import { workflowToPrompt } from "./convert.js";
 import { Execution } from "./execution.js";
 import { checkAvailableChoices, summarizeNotes } from "./models.js";
 import { clearRunMarks, stateOf } from "./nodestate.js";
@@ -210,12 +209,13 @@ export class App {
   // --- queueing ----------------------------------------------------------------------------
 
   async queue() {
+    // The server converts the UI workflow (server/workflow_io.py): one converter for the
+    // canvas, `fluxloom run` and saved workflows, and the PNG keeps the workflow as it was.
     const workflow = this.serialize();
-    const prompt = workflowToPrompt(workflow, this.objectInfo);
     clearRunMarks(this.graph);
     const seq = this.noticeSeq;
     try {
-      const result = await this.api.queuePrompt(prompt, workflow);
+      const result = await this.api.queuePrompt(workflow);
       const warnings = result.warnings || [];
       // A quick prompt may already have run (and said so) before this answer arrived.
       if (this.noticeSeq === seq) {
@@ -226,7 +226,7 @@ export class App {
       return result;
     } catch (err) {
       if (err instanceof ApiError && err.body && typeof err.body === "object" && err.body.error) {
-        this.execution.showValidationErrors(err.body, prompt);
+        this.execution.showValidationErrors(err.body);
       } else {
         this.notice(`queueing failed: ${err.message}`, { error: true, details: String(err.stack || err) });
       }

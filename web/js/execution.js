@@ -2,9 +2,6 @@
 // the running node with its progress, cached nodes, output images, and errors that name the node.
 import { clearRunMarks, setImages, setText, stateOf } from "./nodestate.js";
 
-function nodeTitle(prompt, id, fallback) {
-  return prompt?.[id]?._meta?.title || fallback || `node ${id}`;
-}
 
 export class Execution {
   constructor(app) {
@@ -135,7 +132,7 @@ export class Execution {
   }
 
   /** A 400 from POST /prompt: mark each offending node and input, list them all in the panel. */
-  showValidationErrors(body, prompt) {
+  showValidationErrors(body) {
     const lines = [];
     const nodeErrors = body.node_errors || {};
     for (const [id, entry] of Object.entries(nodeErrors)) {
@@ -145,7 +142,7 @@ export class Execution {
       const first = errors[0];
       const message = first ? `${first.message}${first.details ? `: ${first.details}` : ""}` : "invalid";
       if (node) stateOf(node).error = { message, inputs };
-      const title = nodeTitle(prompt, id, entry.class_type);
+      const title = node?.title || entry.class_type || `node ${id}`;
       for (const e of errors) lines.push(`${title} (#${id}): ${e.message}${e.details ? ` — ${e.details}` : ""}`);
     }
     const head = body.error?.message || "Prompt is invalid";

@@ -1,6 +1,8 @@
 // After a workflow loads: combos whose saved value is not available on this machine (a model not
 // installed, an input image not present) are marked, and on a machine that only has the demo
-// model the model loaders are pointed at it, so the first Ctrl+Enter makes an image.
+// model the model loaders are pointed at it, so the first Ctrl+Enter makes an image. Whether only
+// the demo model is installed is the server's one rule (`/system_stats` → fluxloom.demo_only,
+// from nodes/flux/provider.py); the canvas never guesses it from the choices.
 import { stateOf } from "./nodestate.js";
 
 export const DEMO_MODEL = "fluxloom-demo";
@@ -22,7 +24,7 @@ export function checkAvailableChoices(graph, stats) {
       if (values.includes(widget.value)) continue;
       const missing = widget.value;
       const demo = demoChoice(values);
-      const onlyDemo = demo !== undefined && (demoOnly || values.every((v) => v === demo));
+      const onlyDemo = demo !== undefined && demoOnly;
       if (onlyDemo) {
         widget.value = demo;
         s.note = { badge: "demo model", text: `was ${missing} (not installed)`, demo: true, missing, widget: widget.name };
