@@ -243,14 +243,12 @@ class RedisQueue:
             )
         )
 
-    def publish(self, origin: str, batch: list[tuple[str | None, str, dict[str, Any]]]) -> None:
-        """Events of running prompts, in order, on their front end's stream."""
-        key = self.keys.events(origin)
-        pipe = self.redis.pipeline(transaction=False)
-        for client_id, event, data in batch:
-            pipe.xadd(key, {"c": client_id or "", "e": event, "d": dumps(data)}, maxlen=EVENTS_MAXLEN)
-        pipe.expire(key, EVENTS_TTL_S)
-        pipe.execute()
+    def add_event(
+        self, pipe: Any, origin: str, client_id: str | None, event: str, data: dict[str, Any]
+    ) -> None:
+        """An event of a running prompt, on its front end's stream (in a pipeline)."""
+        fields = {"c": client_id or "", "e": event, "d": dumps(data)}
+        pipe.xadd(self.keys.events(origin), fields, maxlen=EVENTS_MAXLEN)
 
     def put_file(self, name: str, digest: str, data: bytes) -> bool:
         return bool(self._run("PUT_FILE", name, digest, data, int(self.cfg.file_ttl * 1000)))

@@ -108,13 +108,32 @@ class RedisStore:
 
     def history(self, max_items: int | None = None, offset: int = -1) -> list[PromptRow]:
         """Finished prompts in finish order, paged as PromptStore.history (ComfyUI's rules)."""
+        return self._rows(self.history_page(max_items, offset))
+
+    def history_page(self, max_items: int | None, offset: int = -1) -> list[str]:
+        """The ids of the finished prompts on a page, in finish order: a cheap index read, so
+        that the entries can be fetched in pieces (`history_json`)."""
         total = self.q.redis.zcard(self.keys.history)
         if offset < 0:
             offset = max(0, total - max_items) if max_items is not None else 0
         if max_items == 0 or offset >= total:
             return []
         stop = -1 if max_items is None else offset + max_items - 1
-        return self._rows(self.q.redis.zrange(self.keys.history, offset, stop))
+        return [text(i) for i in self.q.redis.zrange(self.keys.history, offset, stop)]
+
+    def history_json(self, ids: list[str], budget: int = 4 * 2**20) -> tuple[list[tuple[str, str]], int]:
+        """(prompt_id, history entry as JSON) for the first of `ids`, until about `budget`
+        characters; and how many ids were used. Entries deleted meanwhile are skipped."""
+        out: list[tuple[str, str]] = []
+        size = used = 0
+        while used < len(ids) and size < budget:
+            chunk = ids[used : used + 32]
+            used += len(chunk)
+            for pid, record in self.q.records(chunk):
+                entry = json.dumps(to_row(pid, record).history_entry())
+                out.append((pid, entry))
+                size += len(entry)
+        return out, used
 
     def delete_history(self, prompt_ids: list[str] | None = None) -> int:
         return self.q.delete_history(None if prompt_ids is None else [str(p) for p in prompt_ids])

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from server.distributed.config import connection_errors, text
+from server.distributed.config import EVENTS_TTL_S, connection_errors, text
 from server.distributed.redis_queue import RedisQueue
 
 log = logging.getLogger("fluxloom.distributed")
@@ -34,11 +34,12 @@ FINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
 
 
 class EventPublisher:
-    """Worker side: events leave in order from one thread, batched in a pipeline, so the
-    executor never waits for Redis between two progress steps; `flush()` waits until they are
-    all in Redis (before the result is stored). While Redis is unreachable it keeps retrying.
-    `call(fn)` runs other writes that need not hold the executor up (the worker's
-    advertisement), in order with the events."""
+    """Worker side: events leave in order from one thread, batched in one pipeline (MULTI/EXEC,
+    so a retry after a lost connection never sends half a batch twice), so the executor never
+    waits for Redis between two progress steps; `flush()` waits until they are all in Redis
+    (before the result is stored). While Redis is unreachable it keeps retrying. `call(fn)` adds
+    other writes that need not hold the executor up (`fn(pipeline)`: the worker's advertisement,
+    the running node), in order with the events."""
 
     def __init__(self, q: RedisQueue) -> None:
         self.q = q
@@ -51,7 +52,7 @@ class EventPublisher:
     def send(self, origin: str, client_id: str | None, event: str, data: dict[str, Any]) -> None:
         self._put((origin, client_id, event, data))
 
-    def call(self, fn: Callable[[], Any]) -> None:
+    def call(self, fn: Callable[[Any], Any]) -> None:
         self._put(fn)
 
     def _put(self, item: Any) -> None:
@@ -82,26 +83,17 @@ class EventPublisher:
                     self._pending.put(None)
                     break
                 batch.append(nxt)
-            events: list[tuple[str, str | None, str, dict]] = []
-            for item in batch:
-                if callable(item):
-                    self._retry(lambda done=events: self._publish(done))
-                    events = []
-                    self._retry(item)
-                else:
-                    events.append(item)
-            self._retry(lambda done=events: self._publish(done))
+            self._send(batch)
             with self._idle:
                 self._unsent -= len(batch)
                 self._idle.notify_all()
 
-    @staticmethod
-    def _retry(fn: Callable[[], Any]) -> None:
+    def _send(self, batch: list[Any]) -> None:
         errors = connection_errors()
         delay = 0.05
         while True:
             try:
-                fn()
+                self._write(batch)
                 return
             except errors as exc:
                 log.warning("events not sent yet (Redis unreachable: %s); retrying", exc)
@@ -111,14 +103,19 @@ class EventPublisher:
                 log.exception("events could not be sent")
                 return
 
-    def _publish(self, batch: list[tuple[str, str | None, str, dict]]) -> None:
-        if not batch:
-            return
-        by_origin: dict[str, list[tuple[str | None, str, dict]]] = {}
-        for origin, client_id, event, data in batch:
-            by_origin.setdefault(origin, []).append((client_id, event, data))
-        for origin, items in by_origin.items():
-            self.q.publish(origin, items)
+    def _write(self, batch: list[Any]) -> None:
+        pipe = self.q.redis.pipeline(transaction=True)
+        streams = set()
+        for item in batch:
+            if callable(item):
+                item(pipe)
+            else:
+                origin, client_id, event, data = item
+                streams.add(self.q.keys.events(origin))
+                self.q.add_event(pipe, origin, client_id, event, data)
+        for key in streams:
+            pipe.expire(key, EVENTS_TTL_S)
+        pipe.execute()
 
 
 class StreamReader:

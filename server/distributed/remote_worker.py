@@ -153,14 +153,15 @@ class RemoteWorker:
         meta = self._lane_meta.get(claim.lane)
         self._busy_models = sorted(meta["models"]) if meta else _models_of(self.q, claim)
         # Busy, and with which models, so that others route around it; sent beside the events.
-        self.publisher.call(lambda: self.advertise(models=False, ring=True))
+        self.publisher.call(self._advert_writer(ring=True))
         try:
             result, shipper = self._execute(claim)
             self._report(claim, result, shipper)
         finally:
             self.current = None
             self.prompts_run += 1
-            self._advertise_now()
+            self._read_models()  # at once: the next claim ranks lanes by it
+            self.publisher.call(self._advert_writer(ring=True))
 
     def _execute(self, claim: Claim) -> tuple[ExecutionResult, OutputShipper]:
         executor = self.runtime.executor
@@ -236,7 +237,7 @@ class RemoteWorker:
     def _note_node(self, claim: Claim, node: str) -> None:
         """The node now running, on the prompt's record (not only at the next heartbeat)."""
         key, fields = self.q.keys.prompt(claim.prompt_id), {"node": node, "value": 0, "max": 0}
-        self.publisher.call(lambda: self.q.redis.hset(key, mapping=fields))
+        self.publisher.call(lambda pipe: pipe.hset(key, mapping=fields))
 
     # --- requests from front ends ----------------------------------------------------------
 
@@ -334,6 +335,12 @@ class RemoteWorker:
         manager again (not needed when only the state changes)."""
         if models:
             self._read_models()
+        pipe = self.q.redis.pipeline(transaction=False)
+        self._advert_writer(ring)(pipe)
+        pipe.execute()
+
+    def _advert_writer(self, ring: bool) -> Any:
+        """The advertisement as it is now, as a function that writes it into a pipeline."""
         claim, stats = self.current, self._stats
         advert = {
             "name": self.name,
@@ -346,19 +353,22 @@ class RemoteWorker:
             "installed": sorted({v for vs in self._catalog.values() for v in vs}),
             "demo_only": bool(stats.get("demo_only")),
             "models": stats,
-            "model_loads": self._model_loads,
+            "model_loads": dict(self._model_loads),
             "current": dict(self.runtime.executor.current or {}) if claim is not None else {},
             "prompts_run": self.prompts_run,
             "started": self.started,
         }
-        ttl = int(self.cfg.advert_ttl * 1000)
-        pipe = self.q.redis.pipeline(transaction=False)
-        pipe.set(self.q.keys.worker(self.name), dumps(advert), px=ttl)
-        pipe.set(self.q.keys.catalog(self.name), dumps(self._catalog), px=ttl)
-        pipe.sadd(self.q.keys.workers, self.name)
-        if ring:
-            pipe.xadd(self.q.keys.doorbell, {"r": "worker-state"}, maxlen=100)
-        pipe.execute()
+        text_advert, text_catalog = dumps(advert), dumps(self._catalog)
+        ttl, keys, name = int(self.cfg.advert_ttl * 1000), self.q.keys, self.name
+
+        def write(pipe: Any) -> None:
+            pipe.set(keys.worker(name), text_advert, px=ttl)
+            pipe.set(keys.catalog(name), text_catalog, px=ttl)
+            pipe.sadd(keys.workers, name)
+            if ring:
+                pipe.xadd(keys.doorbell, {"r": "worker-state"}, maxlen=100)
+
+        return write
 
 
 def _models_of(q: RedisQueue, claim: Claim) -> list[str]:

@@ -41,7 +41,7 @@ async def enqueue(st: AppState, data: Any, body: dict[str, Any], overrides: Any 
         raise BadRequest("invalid_workflow", f"workflow could not be converted: {exc}") from None
     except ValidationError as exc:
         return web.json_response(exc.as_json(), status=400)
-    if st.cluster is not None and (refused := await asyncio.to_thread(st.cluster.refuse, prepared)):
+    if st.cluster is not None and (refused := st.cluster.refuse(prepared)):
         return web.json_response(refused, status=400)  # no live worker has the prompt's models
     if st.store.exists(prompt_id):
         raise BadRequest("duplicate_prompt_id", f"prompt_id {prompt_id!r} is already used")

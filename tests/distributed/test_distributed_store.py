@@ -4,6 +4,7 @@ dead-lettering; and the routing rules of affinity.py as plain functions."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -211,3 +212,16 @@ def test_catalog_registry_asks_the_workers_for_machine_choices_only():
     assert info["mode"][0] == ["x", "y"]
     prompt = {"1": {"class_type": "Loader", "inputs": {"source": "m", "image": "in.png", "mode": "x"}}}
     assert requirements(prompt, reg) == [["Loader.source", "m"]]
+
+
+def test_history_in_pieces_for_a_streamed_response(store, queue):
+    for i in range(40):
+        store.add(f"s{i}", math_prompt(i), {}, ["2"], None)
+    for c in claim_all(queue, "w"):
+        queue.finish("w", c, "success", {"2": {"text": [str(c.prompt_id)]}}, [], None, [])
+    ids = store.history_page(None)
+    assert ids == [f"s{i}" for i in range(40)] and store.history_page(5, 2) == ids[2:7]
+    entries, used = store.history_json(ids, budget=1)
+    assert used == 32 and len(entries) == 32  # one chunk, then the budget stops it
+    pid, text = entries[0]
+    assert json.loads(text) == store.get(pid).history_entry()
