@@ -15,6 +15,7 @@ All state changes are the Lua scripts of lua.py.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,14 +211,19 @@ class RedisQueue:
         error: dict[str, Any] | None,
         final_events: list[tuple[str, dict[str, Any]]],
         dead: bool = False,
+        before: Callable[[Any], None] | None = None,
     ) -> bool:
         """Store the result, acknowledge, and send the final events; False when another worker
-        holds the prompt now or it was finished already (nothing is sent then)."""
+        holds the prompt now or it was finished already (nothing is sent then). `before(pipe)`
+        adds writes that go first in the same round trip (the prompt's last events)."""
         flat: list[str] = []
         for event, data in final_events:
             flat += [claim.client_id or "", event, dumps(data)]
-        done = self._run(
-            "FINISH",
+        pipe = self.redis.pipeline(transaction=True)
+        if before is not None:
+            before(pipe)
+        args = [
+            self.prefix,
             worker,
             claim.prompt_id,
             claim.lane,
@@ -233,8 +239,9 @@ class RedisQueue:
             "1" if dead else "",
             len(final_events),
             *flat,
-        )
-        return bool(done)
+        ]
+        self._scripts["FINISH"](keys=[], args=args, client=pipe)
+        return bool(pipe.execute()[-1])
 
     def requeue(self, worker: str, claim: Claim, front_lane: str, front_meta: dict[str, Any]) -> bool:
         return bool(

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
-import queue as stdqueue
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -36,16 +36,17 @@ FINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
 class EventPublisher:
     """Worker side: events leave in order from one thread, batched in one pipeline (MULTI/EXEC,
     so a retry after a lost connection never sends half a batch twice), so the executor never
-    waits for Redis between two progress steps; `flush()` waits until they are all in Redis
-    (before the result is stored). While Redis is unreachable it keeps retrying. `call(fn)` adds
-    other writes that need not hold the executor up (`fn(pipeline)`: the worker's advertisement,
-    the running node), in order with the events."""
+    waits for Redis between two progress steps. `call(fn)` adds other writes that need not hold
+    the executor up (`fn(pipeline)`: the worker's advertisement, the running node), in order
+    with the events. At the end of a prompt, `take_rest()` hands what is still unsent to the
+    worker, which writes it in the same round trip as the result."""
 
     def __init__(self, q: RedisQueue) -> None:
         self.q = q
-        self._pending: stdqueue.Queue[Any] = stdqueue.Queue()
-        self._idle = threading.Condition()
-        self._unsent = 0
+        self._items: deque[Any] = deque()
+        self._cond = threading.Condition()
+        self._sending = False
+        self._closed = False
         self._thread = threading.Thread(target=self._loop, name="fluxloom-events", daemon=True)
         self._thread.start()
 
@@ -56,44 +57,52 @@ class EventPublisher:
         self._put(fn)
 
     def _put(self, item: Any) -> None:
-        with self._idle:
-            self._unsent += 1
-        self._pending.put(item)
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def take_rest(self) -> list[Any]:
+        """Everything not sent yet (after the batch being sent, if any, is in Redis)."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._sending)
+            rest = list(self._items)
+            self._items.clear()
+            return rest
 
     def flush(self, timeout: float | None = None) -> bool:
-        with self._idle:
-            return self._idle.wait_for(lambda: self._unsent == 0, timeout)
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._items and not self._sending, timeout)
 
     def close(self) -> None:
-        self._pending.put(None)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
         self._thread.join(5)
 
     def _loop(self) -> None:
         while True:
-            item = self._pending.get()
-            if item is None:
-                return
-            batch = [item]
-            while len(batch) < 500:
-                try:
-                    nxt = self._pending.get_nowait()
-                except stdqueue.Empty:
-                    break
-                if nxt is None:
-                    self._pending.put(None)
-                    break
-                batch.append(nxt)
-            self._send(batch)
-            with self._idle:
-                self._unsent -= len(batch)
-                self._idle.notify_all()
+            with self._cond:
+                self._cond.wait_for(lambda: self._items or self._closed)
+                if not self._items:
+                    return
+                batch = list(self._items)
+                self._items.clear()
+                self._sending = True
+            try:
+                self._send(batch)
+            finally:
+                with self._cond:
+                    self._sending = False
+                    self._cond.notify_all()
 
     def _send(self, batch: list[Any]) -> None:
         errors = connection_errors()
         delay = 0.05
         while True:
             try:
-                self._write(batch)
+                pipe = self.q.redis.pipeline(transaction=True)
+                write_items(self.q, pipe, batch)
+                pipe.execute()
                 return
             except errors as exc:
                 log.warning("events not sent yet (Redis unreachable: %s); retrying", exc)
@@ -103,19 +112,19 @@ class EventPublisher:
                 log.exception("events could not be sent")
                 return
 
-    def _write(self, batch: list[Any]) -> None:
-        pipe = self.q.redis.pipeline(transaction=True)
-        streams = set()
-        for item in batch:
-            if callable(item):
-                item(pipe)
-            else:
-                origin, client_id, event, data = item
-                streams.add(self.q.keys.events(origin))
-                self.q.add_event(pipe, origin, client_id, event, data)
-        for key in streams:
-            pipe.expire(key, EVENTS_TTL_S)
-        pipe.execute()
+
+def write_items(q: RedisQueue, pipe: Any, items: list[Any]) -> None:
+    """Queue a publisher's items (events and `fn(pipeline)` writes) on a pipeline, in order."""
+    streams = set()
+    for item in items:
+        if callable(item):
+            item(pipe)
+        else:
+            origin, client_id, event, data = item
+            streams.add(q.keys.events(origin))
+            q.add_event(pipe, origin, client_id, event, data)
+    for key in streams:
+        pipe.expire(key, EVENTS_TTL_S)
 
 
 class StreamReader:

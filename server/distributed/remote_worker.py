@@ -33,7 +33,7 @@ from server.distributed.config import (
 from server.distributed.janitor import dead_letter
 from server.distributed.outputs import OutputShipper, download_inputs
 from server.distributed.redis_queue import Claim, RedisQueue
-from server.distributed.relay import FINAL_EVENTS, ControlListener, EventPublisher
+from server.distributed.relay import FINAL_EVENTS, ControlListener, EventPublisher, write_items
 from server.executor import ExecutionResult
 from server.prepare import from_record
 from server.runtime import Runtime
@@ -225,9 +225,18 @@ class RemoteWorker:
             messages = [m for m in messages if m[0] != "execution_success"] + [["execution_error", error]]
             final = [("execution_error", error), ("executing", events.executing(None, claim.prompt_id))]
         outputs = shipper.rename(result.outputs)
-        self.publisher.flush()
+        rest = self.publisher.take_rest()  # the last events go with the result, in one round trip
         recorded = retrying(
-            lambda: self.q.finish(self.name, claim, status, outputs, messages, error, final),
+            lambda: self.q.finish(
+                self.name,
+                claim,
+                status,
+                outputs,
+                messages,
+                error,
+                final,
+                before=lambda p: write_items(self.q, p, rest),
+            ),
             what=f"storing the result of {claim.prompt_id}",
             log=log,
         )
