@@ -138,6 +138,20 @@ async def closed_loop(base: str, n: int, offset: int) -> list[float]:
     return out
 
 
+def dispatch(tmp: Path, models: Path, base: str, n: int, procs: list) -> tuple[list[float], list[float]]:
+    """Latencies of one-at-a-time prompts, distributed and embedded, in alternating rounds."""
+    emb, emb_base = start_server(tmp, "embedded", models)
+    procs.append(emb)
+    asyncio.run(closed_loop(emb_base, 20, 0))  # warm-up
+    distributed: list[float] = []
+    embedded: list[float] = []
+    for r in range(max(1, n // 10)):
+        distributed += asyncio.run(closed_loop(base, 10, 10**6 + 10 * r))
+        embedded += asyncio.run(closed_loop(emb_base, 10, 10**7 + 10 * r))
+    emb.send_signal(signal.SIGTERM)
+    return distributed, embedded
+
+
 def mean(xs: list[float]) -> float:
     return sum(xs) / len(xs)
 
@@ -166,10 +180,11 @@ def main() -> None:
             fe, base = start_server(tmp, "frontend", models, "--queue", url, *QUEUE)
             procs.append(fe)
             throughput: dict[int, float] = {}
+            workers: list[subprocess.Popen] = []
             for n in (1, 2, 4):
-                while len(procs) - 2 < n:
-                    k = len(procs) - 1
-                    procs.append(
+                while len(workers) < n:
+                    k = len(workers) + 1
+                    workers.append(
                         fluxloom(
                             [
                                 "worker",
@@ -186,18 +201,14 @@ def main() -> None:
                             tmp / f"w{k}.log",
                         )
                     )
+                    procs.append(workers[-1])
                 wait_for(lambda n=n: worker_count(base) == n, f"{n} workers")
                 asyncio.run(burst(base, [sleeper(-1 - i, 0.0) for i in range(2 * n)]))  # warm-up
                 m = 12 * n
                 seconds = asyncio.run(burst(base, [sleeper(1000 * n + i, args.sleep) for i in range(m)]))
                 throughput[n] = m / seconds
-            emb, emb_base = start_server(tmp, "embedded", models)
-            procs.append(emb)
-            asyncio.run(closed_loop(emb_base, 20, 0))  # warm-up
-            distributed, embedded = [], []
-            for r in range(max(1, args.prompts // 10)):
-                distributed += asyncio.run(closed_loop(base, 10, 10**6 + 10 * r))
-                embedded += asyncio.run(closed_loop(emb_base, 10, 10**7 + 10 * r))
+                if n == 1:  # dispatch: one worker, as the embedded server has one worker thread
+                    distributed, embedded = dispatch(tmp, models, base, args.prompts, procs)
         finally:
             for p in reversed(procs):
                 p.send_signal(signal.SIGTERM)
@@ -212,7 +223,8 @@ def main() -> None:
         label = f"{n} worker{'s' if n > 1 else ' '}"
         print(f"  {label}: {t:6.2f} prompts/s   ratio to {n} x one worker: {t / (n * one):.3f}")
     overhead = (median(distributed) - median(embedded)) * 1e3
-    print(f"dispatch, one prompt at a time ({len(embedded)} prompts each, POST to execution_success):")
+    count = len(embedded)
+    print(f"dispatch, one prompt at a time, one worker ({count} prompts each, POST to execution_success):")
     for name, xs in (("embedded (SQLite + thread)", embedded), ("distributed (Redis + worker)", distributed)):
         print(f"  {name:<30} median {median(xs) * 1e3:7.2f} ms   mean {mean(xs) * 1e3:7.2f} ms")
     ratio = median(distributed) / median(embedded)

@@ -17,8 +17,11 @@ local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1e6
 end
-local function ring(what)
-  redis.call('XADD', P .. 'doorbell', 'MAXLEN', '~', 100, '*', 'r', what)
+-- Tell front ends that the queue changed (`bus`) and, unless `quiet`, wake idle workers
+-- (`doorbell`). Claims and results are quiet: the worker's advertisement that follows them
+-- rings, and carries what the others need to route again.
+local function ring(what, quiet)
+  if not quiet then redis.call('XADD', P .. 'doorbell', 'MAXLEN', '~', 100, '*', 'r', what) end
   redis.call('XADD', P .. 'bus', 'MAXLEN', '~', 1000, '*', 'q', what)
 end
 -- Drop a finished entry from its lane; an empty lane disappears with its stream and group.
@@ -111,7 +114,7 @@ for i = 3, #ARGV do
         'claimed', string.format('%.6f', now()))
       redis.call('ZREM', P .. 'queued', pid)
       redis.call('SADD', P .. 'running', pid)
-      ring('claimed')
+      ring('claimed', true)
       return {lane, msg, pid, redis.call('HGETALL', pk)}
     end
     drop(lane, msg)
@@ -237,7 +240,7 @@ for i = 0, n - 1 do
     'c', ARGV[b], 'e', ARGV[b + 1], 'd', ARGV[b + 2])
 end
 if n > 0 then redis.call('PEXPIRE', ev, tonumber(ARGV[13])) end
-ring('finished')
+ring('finished', true)
 return 1
 """
 )
