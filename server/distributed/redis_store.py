@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from server.distributed.affinity import lane_for, requirements
-from server.distributed.config import dumps, text
+from server.distributed.config import dumps, redis_errors, text
 from server.distributed.outputs import upload_inputs
 from server.distributed.redis_queue import RedisQueue
 from server.store import PENDING, PromptRow
@@ -46,6 +46,7 @@ class RedisStore:
         self.q = q
         self.keys = q.keys
         self.frontend = frontend  # FrontEnd: its id, registry and folders
+        self._remaining = 0
 
     def add(
         self,
@@ -90,10 +91,16 @@ class RedisStore:
         return sorted(rows, key=lambda r: (r.number, r.created))
 
     def remaining(self) -> int:
+        """Pending + running prompts; while Redis is unreachable, the last count (the websocket
+        `status` message must not fail a connection)."""
         pipe = self.q.redis.pipeline(transaction=False)
         pipe.zcard(self.keys.queued)
         pipe.scard(self.keys.running)
-        return sum(pipe.execute())
+        try:
+            self._remaining = sum(pipe.execute())
+        except redis_errors():
+            pass
+        return self._remaining
 
     def position(self, prompt_id: str) -> int | None:
         rank = self.q.redis.zrank(self.keys.queued, prompt_id)
