@@ -265,6 +265,9 @@ class Input:
     spec: Socket | Widget
     optional: bool = False
     tooltip: str = ""
+    # Older names of this input, still accepted from saved workflows and API prompts (e.g.
+    # VAEDecode's `latent` before it took ComfyUI's name, `samples`).
+    aliases: tuple[str, ...] = ()
 
     @property
     def type(self) -> AnyType:
@@ -417,8 +420,12 @@ class NodeDef:
     python_module: str = "nodes"
 
     def input(self, name: str) -> Input | None:
+        """The input called `name`, or whose older name it is."""
         for inp in self.inputs:
             if inp.name == name:
+                return inp
+        for inp in self.inputs:
+            if name in inp.aliases:
                 return inp
         return None
 
@@ -472,6 +479,9 @@ def _check_declaration(d: NodeDef) -> None:
     names = [i.name for i in d.inputs]
     if len(set(names)) != len(names):
         raise DeclarationError(f"{where}: duplicate input names {names}")
+    aliases = [a for i in d.inputs for a in i.aliases]
+    if len(set(aliases)) != len(aliases) or set(aliases) & set(names):
+        raise DeclarationError(f"{where}: an input alias repeats a name or another alias: {aliases}")
     for inp in d.inputs:
         if isinstance(inp.spec, Socket) and not isinstance(inp.spec.type, SocketType | TypeUnion):
             raise DeclarationError(f"{where}: input {inp.name!r}: {_type_problem(inp.spec.type)}")

@@ -32,6 +32,7 @@ from nodes.base import (
 )
 
 IMAGE = socket_type("IMAGE", "float tensor [B, H, W, C] in 0..1 (C is 3, or 1 or 4)")
+MASK = socket_type("MASK", "float tensor [B, H, W] in 0..1 (1 = masked)")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -83,28 +84,42 @@ def pil_to_image(img: Image.Image) -> torch.Tensor:
 
 
 def read_image(path: Path, name: str) -> torch.Tensor:
+    """The IMAGE of an input file."""
+    return read_image_and_mask(path, name)[0]
+
+
+def read_image_and_mask(path: Path, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The IMAGE and MASK of an input file: the mask is 1 - alpha where the image has alpha (as
+    ComfyUI's LoadImage makes it), else a 64x64 block of zeros (ComfyUI's "no mask")."""
     try:
         with Image.open(path) as img:
             img.seek(0)  # first frame of an animation
             img = ImageOps.exif_transpose(img)
-            return pil_to_image(img)
+            return pil_to_image(img), _mask_of(img)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"LoadImage: input image {name!r} does not exist") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(f"LoadImage: cannot read input image {name!r}: {exc}") from exc
 
 
+def _mask_of(img: Image.Image) -> torch.Tensor:
+    if "A" in img.getbands():
+        alpha = np.array(img.getchannel("A")).astype(np.float32) / 255.0
+        return (1.0 - torch.from_numpy(alpha))[None]
+    return torch.zeros((1, 64, 64), dtype=torch.float32)
+
+
 @node(
     "LoadImage",
     category="image",
     display_name="Load Image",
-    description="An image from the input folder (upload one with the button), as an IMAGE.",
+    description="An image from the input folder (upload one with the button), as an IMAGE and its MASK.",
     inputs=[Input("image", Combo(choices=input_images, image_upload=True))],
-    outputs=[Output(IMAGE, "image")],
+    outputs=[Output(IMAGE, "IMAGE"), Output(MASK, "MASK")],
     fingerprint=_image_hash,
 )
-def load_image(ctx: NodeContext, image: str) -> tuple[torch.Tensor]:
-    return (read_image(input_path(ctx.env, image), image),)
+def load_image(ctx: NodeContext, image: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return read_image_and_mask(input_path(ctx.env, image), image)
 
 
 # --- saving ---------------------------------------------------------------------------------

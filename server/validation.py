@@ -222,6 +222,8 @@ class _NodeChecker:
         out: dict[str, Any] = {}
         for inp in d.inputs:
             value = given.get(inp.name)
+            if value is None and inp.aliases:  # a workflow saved before the input was renamed
+                value = next((given[a] for a in inp.aliases if given.get(a) is not None), None)
             if value is None:
                 if not inp.optional:
                     self.add(

@@ -280,7 +280,8 @@ def apply_overrides(
             raise WorkflowError(
                 f"override {key!r}: node {nid} ({d.class_type}) has no input {input_name!r} (inputs: {names})"
             )
-        out[nid]["inputs"][input_name] = value
+        declared = d.input(input_name) if d is not None else None
+        out[nid]["inputs"][declared.name if declared is not None else input_name] = value
     return out
 
 

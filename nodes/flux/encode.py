@@ -14,7 +14,7 @@ import torch
 
 from nodes.base import Input, Int, NodeContext, Output, Socket, String, node
 from nodes.flux import math as fm
-from nodes.flux.types import CLIP, CONDITIONING, T5
+from nodes.flux.types import CLIP_L, CONDITIONING, T5
 
 log = logging.getLogger("fluxloom.flux")
 
@@ -26,6 +26,9 @@ class Conditioning:
     prompt_embeds: torch.Tensor  # [B, L, joint_attention_dim] from T5, in T5's dtype
     pooled_prompt_embeds: torch.Tensor  # [B, pooled_projection_dim] from CLIP, in CLIP's dtype
     text_ids: torch.Tensor  # [L, 3] zeros, in CLIP's dtype (as diffusers makes them)
+    # FLUX.1-dev's distilled guidance set on the conditioning (ComfyUI's FluxGuidance,
+    # CLIPTextEncodeFlux); None: the sampler's own (KSampler: 3.5, FluxSampler: its widget).
+    guidance: float | None = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -45,7 +48,7 @@ class Conditioning:
                 raise ValueError(f"conditioning has batch {embeds.shape[0]}, the latent has {batch}")
             embeds = embeds.repeat(batch, 1, 1)
             pooled = pooled.repeat(batch, 1)
-        return Conditioning(embeds, pooled, self.text_ids.to(device))
+        return Conditioning(embeds, pooled, self.text_ids.to(device), self.guidance)
 
 
 def _tokens(tokenizer, prompt: str, max_length: int, what: str) -> torch.Tensor:
@@ -97,7 +100,7 @@ def encode_prompt(models, clip, t5, prompt: str, prompt_2: str, max_sequence_len
     display_name="Encode Prompt",
     description="Encode a prompt with CLIP-L (pooled) and T5-XXL (per token), as FLUX.1 expects.",
     inputs=[
-        Input("clip", Socket(CLIP)),
+        Input("clip", Socket(CLIP_L)),
         Input("t5", Socket(T5)),
         Input("prompt", String(multiline=True), tooltip="what to draw (CLIP, and T5 when prompt_2 is empty)"),
         Input("prompt_2", String(multiline=True), tooltip="text for T5 only; empty = same as prompt"),

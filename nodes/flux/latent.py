@@ -1,5 +1,6 @@
-"""LATENT values (ComfyUI's convention: `{"samples": [B, 16, H/8, W/8]}`, unpacked) and
-EmptyLatent16ch, the blank canvas of a text-to-image run."""
+"""LATENT values (ComfyUI's convention: `{"samples": [B, 16, H/8, W/8]}`, unpacked raw VAE
+latents; samplers scale them in and out) and EmptyLatent16ch, the blank canvas of a text-to-image
+run."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from nodes.flux.sources import (
     source_choices,
     source_path,
 )
-from nodes.flux.types import CLIP, FLUX_MODEL, T5, VAE
+from nodes.flux.types import CLIP_L, FLUX_MODEL, T5, VAE
 
 LOADER_TYPES = ("LoadCLIP", "LoadT5-8bit", "LoadFluxTransformer", "LoadVAE")
 CATEGORY = "flux/loaders"
@@ -69,7 +69,7 @@ def _handle(ctx: NodeContext, kind: str, source: str, quantization: str, dtype: 
     display_name="Load CLIP",
     description="CLIP-L text encoder (and its tokenizer) of a FLUX model; gives the pooled prompt.",
     inputs=[_source_input("CLIP"), _dtype_input()],
-    outputs=[Output(CLIP, "clip")],
+    outputs=[Output(CLIP_L, "clip")],
 )
 def load_clip(ctx: NodeContext, source: str, dtype: str) -> tuple[ModelHandle]:
     return (_handle(ctx, "CLIP", source, q.NONE, dtype),)

@@ -18,6 +18,10 @@ import numpy as np
 import torch
 
 LATENT_CHANNELS = 16  # FLUX.1's VAE latent channels
+# FLUX.1's VAE latent format (its config's scaling_factor and shift_factor; ComfyUI's too): a LATENT
+# holds raw VAE latents, as in ComfyUI, and the samplers scale them on the way in and out.
+LATENT_SCALE = 0.3611
+LATENT_SHIFT = 0.1159
 VAE_SCALE = 8  # pixels per latent cell
 PATCH = 2  # latents are packed in 2x2 patches, so images are multiples of 16 pixels
 
@@ -185,13 +189,19 @@ def euler_step(latents: torch.Tensor, pred: torch.Tensor, sigma: torch.Tensor, s
     return (latents.float() + (sigma_next - sigma) * pred).to(pred.dtype)
 
 
-def decode_scale(latents: torch.Tensor, scaling_factor: float, shift_factor: float) -> torch.Tensor:
-    """Latents as the sampler sees them → what the VAE decoder takes."""
+def decode_scale(
+    latents: torch.Tensor, scaling_factor: float = LATENT_SCALE, shift_factor: float = LATENT_SHIFT
+) -> torch.Tensor:
+    """Latents as the sampler sees them → raw VAE latents (what the decoder takes, and what a
+    LATENT holds)."""
     return latents / scaling_factor + shift_factor
 
 
-def encode_scale(latents: torch.Tensor, scaling_factor: float, shift_factor: float) -> torch.Tensor:
-    """What the VAE encoder gives → latents as the sampler sees them."""
+def encode_scale(
+    latents: torch.Tensor, scaling_factor: float = LATENT_SCALE, shift_factor: float = LATENT_SHIFT
+) -> torch.Tensor:
+    """Raw VAE latents (what the encoder gives, what a LATENT holds) → latents as the sampler
+    sees them."""
     return (latents - shift_factor) * scaling_factor
 
 

@@ -65,8 +65,8 @@ def image_to_image_start(latent: dict, s: SamplerSettings, shift: fm.ShiftConfig
     posterior = latent.get("posterior")
     if isinstance(posterior, VAEPosterior):
         image_latents = posterior.sample(generator, device)
-    else:
-        image_latents = samples.to(device=device, dtype=dtype)
+    else:  # raw latents from elsewhere (another sampler, an upscale): into the sampler's space
+        image_latents = fm.encode_scale(samples.to(device=device, dtype=dtype))
     if image_latents.shape[0] != b:
         raise ValueError(f"the latent's posterior has batch {image_latents.shape[0]}, its samples {b}")
     noise = fm.draw_noise((b, c, h, w), generator, dtype, device)
@@ -127,7 +127,9 @@ def sample(
     model_dtype: torch.dtype | None = None,
     on_step: Callable[[int, int], None] = lambda i, n: None,
 ) -> torch.Tensor:
-    """Run the sampler; returns unpacked latents [B, 16, h, w] on `device`.
+    """Run the sampler on a LATENT's raw latents; returns unpacked latents [B, 16, h, w] on
+    `device`, in the sampler's space (`fm.decode_scale` makes them raw again, as FluxPipeline does
+    just before decoding).
 
     `shift` is the schedule's timestep-shift config (the scheduler's), not guidance:
     `settings.guidance` is FLUX.1-dev's distilled guidance and `settings.true_cfg_scale` real
@@ -224,4 +226,5 @@ def flux_sampler(
             model_dtype=loaded.dtype,
             on_step=ctx.progress,
         )
-    return ({"samples": out.cpu()},)
+        raw = fm.decode_scale(out)  # a LATENT holds raw VAE latents (ComfyUI's convention)
+    return ({"samples": raw.cpu()},)

@@ -6,7 +6,9 @@ manager turns a handle into a loaded module when a consuming node asks for it.
 
 from nodes.base import socket_type
 
-CLIP = socket_type("CLIP", "ModelHandle of a CLIP-L text encoder and its tokenizer")
+# CLIP-L alone: ComfyUI's "CLIP" is the whole text-encoder bundle (nodes/comfy/types.py), a
+# different value, so the two carry different names and never connect by mistake.
+CLIP_L = socket_type("CLIP_L", "ModelHandle of a CLIP-L text encoder and its tokenizer")
 T5 = socket_type("T5", "ModelHandle of a T5-XXL text encoder and its tokenizer")
 FLUX_MODEL = socket_type("FLUX_MODEL", "ModelHandle of a FLUX.1 transformer")
 VAE = socket_type("VAE", "ModelHandle of a 16-channel FLUX VAE")
@@ -20,4 +22,4 @@ LATENT = socket_type(
 )
 
 # What ModelOffload takes: any model a loader made.
-ANY_MODEL = CLIP | T5 | FLUX_MODEL | VAE
+ANY_MODEL = CLIP_L | T5 | FLUX_MODEL | VAE

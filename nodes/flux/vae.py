@@ -25,10 +25,10 @@ def vae_factors(vae) -> tuple[float, float]:
 
 
 def decode(loaded, samples: torch.Tensor) -> torch.Tensor:
-    """Latents [B, 16, h, w] → IMAGE [B, 8h, 8w, 3] float32 in 0..1 on the CPU."""
+    """Raw latents [B, 16, h, w] (a LATENT's samples) → IMAGE [B, 8h, 8w, 3] float32 in 0..1 on
+    the CPU. The sampler already undid its scaling (as FluxPipeline does just before decoding)."""
     vae = loaded.module
-    scaling, shift = vae_factors(vae)
-    z = fm.decode_scale(samples.to(loaded.device), scaling, shift)
+    z = samples.to(loaded.device)
     if z.dtype != vae.dtype:  # e.g. bf16 latents into an fp32 VAE; diffusers would fail here
         z = z.to(vae.dtype)
     decoded = vae.decode(z, return_dict=False)[0]
@@ -58,38 +58,39 @@ def vae_input(image: torch.Tensor) -> torch.Tensor:
 
 
 def encode(loaded, image: torch.Tensor) -> dict:
-    """IMAGE → LATENT with the encoder's posterior kept for the sampler."""
+    """IMAGE → LATENT: the raw latents (the encoder's mean, as ComfyUI's VAEEncode gives them),
+    with the encoder's posterior kept so that FluxSampler samples it as FluxImg2ImgPipeline does."""
     vae = loaded.module
     scaling, shift = vae_factors(vae)
     x = vae_input(image).to(device=loaded.device, dtype=vae.dtype)
     dist = vae.encode(x).latent_dist
     posterior = VAEPosterior(dist.mean.cpu(), dist.std.cpu(), scaling, shift)
-    return {"samples": fm.encode_scale(dist.mean, scaling, shift).cpu(), "posterior": posterior}
+    return {"samples": dist.mean.cpu(), "posterior": posterior}
 
 
 @node(
     "VAEDecode",
-    category="flux/latent",
+    category="latent",
     display_name="VAE Decode",
-    description="Turn a FLUX latent into an image.",
-    inputs=[Input("vae", Socket(VAE)), Input("latent", Socket(LATENT))],
-    outputs=[Output(IMAGE, "image")],
+    description="Turn a latent into an image.",
+    inputs=[Input("samples", Socket(LATENT), aliases=("latent",)), Input("vae", Socket(VAE))],
+    outputs=[Output(IMAGE, "IMAGE")],
 )
-def vae_decode(ctx: NodeContext, vae, latent: dict) -> tuple[torch.Tensor]:
-    samples = check_latent(latent, "VAEDecode")
+def vae_decode(ctx: NodeContext, samples: dict, vae) -> tuple[torch.Tensor]:
+    raw = check_latent(samples, "VAEDecode")
     with torch.no_grad(), ctx.models.use(vae) as loaded:
-        return (decode(loaded, samples),)
+        return (decode(loaded, raw),)
 
 
 @node(
     "VAEEncode",
-    category="flux/latent",
+    category="latent",
     display_name="VAE Encode",
-    description="Turn an image into a FLUX latent (for image-to-image: FluxSampler with denoise < 1).",
-    inputs=[Input("vae", Socket(VAE)), Input("image", Socket(IMAGE))],
-    outputs=[Output(LATENT, "latent")],
+    description="Turn an image into a latent (for image-to-image: a sampler with denoise < 1).",
+    inputs=[Input("pixels", Socket(IMAGE), aliases=("image",)), Input("vae", Socket(VAE))],
+    outputs=[Output(LATENT, "LATENT")],
 )
-def vae_encode(ctx: NodeContext, vae, image: torch.Tensor) -> tuple[dict]:
-    check_image(image, "VAEEncode")
+def vae_encode(ctx: NodeContext, pixels: torch.Tensor, vae) -> tuple[dict]:
+    check_image(pixels, "VAEEncode")
     with torch.no_grad(), ctx.models.use(vae) as loaded:
-        return (encode(loaded, image),)
+        return (encode(loaded, pixels),)

@@ -88,7 +88,7 @@ def txt2img(s: Settings, output: str = "PreviewImage", prefix: str = "parity") -
         "inputs": {"width": s.width, "height": s.height, "batch_size": s.batch},
     }
     prompt["sample"] = sampler(s, ["empty", 0])
-    prompt["decode"] = {"class_type": "VAEDecode", "inputs": {"vae": ["vae", 0], "latent": ["sample", 0]}}
+    prompt["decode"] = {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": ["vae", 0]}}
     prompt["out"] = _output(output, prefix)
     return prompt
 
@@ -102,9 +102,9 @@ def img2img(
     if s.negative is not None:
         prompt["neg"] = encode(s.negative, s)
     prompt["load"] = {"class_type": "LoadImage", "inputs": {"image": image_name}}
-    prompt["enc"] = {"class_type": "VAEEncode", "inputs": {"vae": ["vae", 0], "image": ["load", 0]}}
+    prompt["enc"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["load", 0], "vae": ["vae", 0]}}
     prompt["sample"] = sampler(s, ["enc", 0])
-    prompt["decode"] = {"class_type": "VAEDecode", "inputs": {"vae": ["vae", 0], "latent": ["sample", 0]}}
+    prompt["decode"] = {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": ["vae", 0]}}
     prompt["out"] = _output(output, prefix)
     return prompt
 

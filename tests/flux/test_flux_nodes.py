@@ -241,3 +241,36 @@ def test_empty_latent_size_not_a_multiple_of_16_is_floored_and_said(flux_runtime
     with caplog.at_level("WARNING", logger="fluxloom.flux"):
         node.run(ctx, width=1008, height=1024, batch_size=1)
     assert "multiple of 16" not in caplog.text
+
+
+def test_workflows_saved_with_the_old_input_names_still_run(flux_runtime) -> None:
+    """VAEDecode and VAEEncode took ComfyUI's input names (samples, pixels); prompts and UI
+    workflows saved with fluxloom's earlier names (latent, image) give the same image."""
+    s = Settings(width=32, height=32, steps=2, denoise=0.5, seed=5)
+    pixels = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(flux_runtime.env.input_dir / "old-names.png")
+    new = img2img(s, "old-names.png")
+    old = {k: {**v, "inputs": dict(v["inputs"])} for k, v in new.items()}
+    old["enc"]["inputs"] = {"vae": ["vae", 0], "image": ["load", 0]}
+    old["decode"]["inputs"] = {"vae": ["vae", 0], "latent": ["sample", 0]}
+    run(flux_runtime, new)
+    run(flux_runtime, old)
+    assert torch.equal(output_of(flux_runtime, old, "decode"), output_of(flux_runtime, new, "decode"))
+
+
+def test_load_image_gives_comfyui_mask(flux_runtime) -> None:
+    """LoadImage outputs (IMAGE, MASK) as ComfyUI's: the mask is 1 - alpha, or 64x64 zeros."""
+    rgba = np.zeros((8, 12, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    rgba[:4, :, 3] = 0  # the top half transparent
+    Image.fromarray(rgba, "RGBA").save(flux_runtime.env.input_dir / "alpha.png")
+    Image.new("RGB", (8, 8)).save(flux_runtime.env.input_dir / "opaque.png")
+    load = flux_runtime.registry.get("LoadImage")
+    ctx_env = flux_runtime.env
+    from nodes.base import NodeContext
+
+    image, mask = load.run(NodeContext(env=ctx_env), image="alpha.png")
+    assert image.shape == (1, 8, 12, 3) and mask.shape == (1, 8, 12)
+    assert torch.all(mask[0, :4] == 1) and torch.all(mask[0, 4:] == 0)
+    _, none = load.run(NodeContext(env=ctx_env), image="opaque.png")
+    assert none.shape == (1, 64, 64) and not none.any()

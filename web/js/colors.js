@@ -3,6 +3,7 @@
 import { LGraphCanvas } from "@comfyorg/litegraph";
 
 export const TYPE_COLORS = {
+  CLIP_L: "#FFD500",
   CLIP: "#FFD500",
   T5: "#E8A33D",
   FLUX_MODEL: "#B39DDB",
