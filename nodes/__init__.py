@@ -8,6 +8,7 @@ from nodes.base import REGISTRY, NodeRegistry
 NODE_MODULES = [
     "nodes.utility",
     "nodes.flux.loaders",
+    "nodes.flux.lora_node",
     "nodes.flux.encode",
     "nodes.flux.latent",
     "nodes.flux.sampler",

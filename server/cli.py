@@ -29,13 +29,7 @@ def parse_size(text: str) -> int:
 
 
 def _add_runtime_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--models",
-        type=Path,
-        default=Path("models"),
-        metavar="DIR",
-        help="models folder, laid out as ComfyUI's (default: ./models)",
-    )
+    _add_model_folder_options(p)
     p.add_argument(
         "--vram-budget",
         type=parse_size,
@@ -63,6 +57,36 @@ def _add_queue_options(p: argparse.ArgumentParser, required: bool) -> None:
     from server.distributed.config import add_queue_options
 
     add_queue_options(p, required=required, parse_size=parse_size)
+
+
+def _add_model_folder_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--models",
+        type=Path,
+        default=Path("models"),
+        metavar="DIR",
+        help="models folder, laid out as ComfyUI's: point it at ComfyUI's models/ (default: ./models)",
+    )
+    p.add_argument(
+        "--extra-model-paths",
+        type=extra_model_paths_file,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a ComfyUI extra_model_paths.yaml naming more model folders (repeatable; the one "
+        "next to the models folder is read anyway, as ComfyUI does)",
+    )
+
+
+def extra_model_paths_file(text: str) -> Path:
+    """An extra_model_paths.yaml that must read, or a usage error naming the problem."""
+    from nodes.flux.formats.discovery import ExtraModelPathsError, read_extra_model_paths
+
+    try:
+        read_extra_model_paths(text)
+    except ExtraModelPathsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return Path(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-unauthenticated",
         action="store_true",
         help="listen off loopback without a token (anyone who can reach it can use it)",
+    )
+    p.add_argument(
+        "--frontend",
+        choices=("fluxloom", "comfyui"),
+        default="fluxloom",
+        help="web UI at /: fluxloom's canvas (default) or the official ComfyUI frontend "
+        "(needs the extra: pip install 'fluxloom[comfyui]')",
     )
     _add_runtime_options(p)
     _add_queue_options(p, required=False)
@@ -169,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("class_type", nargs="?", metavar="CLASS")
     p.add_argument("--json", action="store_true", help="print /object_info JSON")
-    p.add_argument("--models", type=Path, default=Path("models"), metavar="DIR")
+    _add_model_folder_options(p)
 
     p = sub.add_parser(
         "demo-model",
@@ -224,24 +255,12 @@ def cmd_demo_model(args: argparse.Namespace) -> int:
     return demo_model_main(args)
 
 
-def runtime_config(args: argparse.Namespace, **dirs: Path):
-    from server.runtime import RuntimeConfig
-
-    return RuntimeConfig(
-        models_dir=args.models,
-        vram_budget_bytes=args.vram_budget,
-        ram_budget_bytes=args.ram_budget,
-        cache_budget_bytes=args.cache_budget,
-        **dirs,
-    )
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """Prepare the workflow as the server would, run it here with progress bars, print the files."""
-    from server.runtime import create_runtime
+    from server.runtime import config_from_args, create_runtime
 
     try:
-        rt = create_runtime(runtime_config(args, output_dir=args.output_dir, input_dir=args.input_dir))
+        rt = create_runtime(config_from_args(args, output_dir=args.output_dir, input_dir=args.input_dir))
     except OSError as exc:  # e.g. --output-dir or --models names a file, or is not writable
         print(f"fluxloom run: cannot set up the folders: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -392,7 +411,9 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     from nodes.base import NodeEnv
 
     registry = nodes.load_all()
-    info = registry.object_info(NodeEnv(models_dir=args.models))
+    info = registry.object_info(
+        NodeEnv(models_dir=args.models, extra_model_paths=tuple(args.extra_model_paths))
+    )
     if args.class_type:
         if args.class_type not in info:
             print(f"no node type {args.class_type!r}; known: {', '.join(sorted(info))}", file=sys.stderr)

@@ -22,8 +22,11 @@ MAX_BACKLOG = 10_000  # unsent messages per connection before it is dropped
 
 
 class Hub:
-    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, status: Callable[[], dict[str, Any]], features: Callable[[], dict[str, Any]] | None = None
+    ) -> None:
         self._status = status  # builds the `status` payload (queue_remaining)
+        self._features = features  # the server's feature flags, for ComfyUI's `feature_flags` handshake
         self._clients: dict[str, set[web.WebSocketResponse]] = {}
         # One outbox per connection, drained by one task, so messages keep their order.
         self._outbox: dict[web.WebSocketResponse, asyncio.Queue[str | None]] = {}
@@ -48,9 +51,13 @@ class Hub:
         self._clients.setdefault(client_id, set()).add(ws)
         sender = asyncio.ensure_future(self._drain(ws, outbox))
         try:
+            first = True
             async for msg in ws:  # clients may send; nothing they send changes state
                 if msg.type == WSMsgType.ERROR:
                     break
+                if first and msg.type == WSMsgType.TEXT:
+                    self._answer_feature_flags(msg.data, outbox)
+                first = False
         finally:
             outbox.put_nowait(None)
             self._outbox.pop(ws, None)
@@ -61,6 +68,18 @@ class Hub:
                 if not conns:
                     del self._clients[client_id]
         return ws
+
+    def _answer_feature_flags(self, text: str, outbox: asyncio.Queue[str | None]) -> None:
+        """ComfyUI's handshake: a client whose first message is `feature_flags` gets the
+        server's flags back (the official frontend waits for them)."""
+        if self._features is None:
+            return
+        try:
+            kind = json.loads(text).get("type")
+        except (ValueError, AttributeError):
+            return
+        if kind == "feature_flags":
+            outbox.put_nowait(self._encode("feature_flags", self._features()))
 
     @staticmethod
     def _encode(event: str, data: dict[str, Any]) -> str:

@@ -5,7 +5,7 @@ The models folder is laid out as ComfyUI's (`diffusers/`, `diffusion_models/`, `
 `vae/`). A diffusers pipeline folder `diffusers/NAME/` (with `model_index.json`, such as a
 FLUX.1-dev snapshot) is offered as NAME by every loader, and each loader reads its own subfolder
 with `subfolder=`, as diffusers' FluxPipeline does. Single-file checkpoints in the other folders
-are not read yet.
+are found by nodes/flux/catalog.py and loaded by nodes/flux/formats.
 """
 
 from __future__ import annotations
@@ -84,35 +84,6 @@ def find_pipelines(models_dir: Path | str) -> dict[str, Path]:
         if folder.is_dir() and not folder.name.startswith(".") and is_flux_pipeline(folder):
             found[folder.name] = folder
     return found
-
-
-def has_single_files(models_dir: Path | str) -> bool:
-    """Whether diffusion_models/ holds checkpoint files (not loadable yet, but a real model)."""
-    folder = Path(models_dir) / "diffusion_models"
-    return folder.is_dir() and any(p.suffix in (".safetensors", ".gguf", ".sft") for p in folder.iterdir())
-
-
-def source_choices(env: Any, kind: str | None = None) -> list[str]:
-    """Names a loader's `source` combo offers: pipelines that have the loader's subfolder."""
-    models_dir = getattr(env, "models_dir", None)
-    if models_dir is None:
-        return []
-    pipes = find_pipelines(models_dir)
-    if kind is None:
-        return list(pipes)
-    sub = PARTS[kind].subfolder
-    return [name for name, path in pipes.items() if (path / sub).is_dir()]
-
-
-def source_path(models_dir: Path | str, name: str) -> Path:
-    path = find_pipelines(models_dir).get(name)
-    if path is None:
-        installed = ", ".join(find_pipelines(models_dir)) or "none"
-        raise ModelSourceError(
-            f"model {name!r} is not installed under {Path(models_dir) / DIFFUSERS_DIR} "
-            f"(installed: {installed})"
-        )
-    return path
 
 
 # --- sizes and dtypes, read from safetensors headers without loading ------------------------
@@ -315,11 +286,13 @@ def _quantization_failure(what: str, quantization: str, device: torch.device, ex
     )
 
 
-def check_loadable(path: Path, kind: str, quantization: str, device: torch.device) -> None:
+def check_loadable(path: Path, kind: str, quantization: str, device: torch.device | None) -> None:
     """Cheap checks a loader node makes before any weights are read, so that an impossible
-    choice fails in the loader with a message that says what works instead."""
+    choice fails in the loader with a message that says what works instead. `path` is a
+    pipeline folder or a single file; `device` None (no model manager) skips the device checks."""
     part = PARTS[kind]
-    check_files(path, kind)
+    if path.is_dir():
+        check_files(path, kind)
     q.check_choice(quantization)
     if quantization != q.NONE and not part.quantizable:
         raise q.QuantizationError(f"{kind} is not quantized by fluxloom; use quantization 'none'")
@@ -327,7 +300,8 @@ def check_loadable(path: Path, kind: str, quantization: str, device: torch.devic
         q.require_package("bitsandbytes", quantization)
     elif quantization == q.INT8_TORCHAO:
         q.require_package("torchao", quantization)
-    if quantization == q.NF4_BNB and kind == "T5" and device.type != "cuda":
+    on_cpu = device is not None and device.type != "cuda"
+    if quantization == q.NF4_BNB and kind == "T5" and on_cpu and path.is_dir():
         bad = _linear_in_features_not_64(path / part.subfolder)
         if bad:
             raise q.QuantizationError(

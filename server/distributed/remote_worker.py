@@ -422,13 +422,14 @@ def _files_error(claim: Claim, shipper: OutputShipper, result: ExecutionResult) 
 
 def worker_main(args: argparse.Namespace) -> int:
     from server.app import load_registry
-    from server.runtime import RuntimeConfig, create_runtime
+    from server.runtime import config_from_args, create_runtime
 
     try:
         cfg = cluster_config(args)
-        registry = load_registry("fluxloom worker")
-        if isinstance(registry, int):
-            return registry
+        loaded = load_registry("fluxloom worker")
+        if isinstance(loaded, int):
+            return loaded
+        registry, _ = loaded
         q = RedisQueue(cfg)
         q.redis.ping()
     except (QueueUnavailable, ValueError) as exc:
@@ -438,18 +439,10 @@ def worker_main(args: argparse.Namespace) -> int:
         print(f"fluxloom worker: cannot reach the queue at {cfg.redacted_url()}: {exc}", file=sys.stderr)
         return 1
     data = Path(args.data_dir)
-    runtime = create_runtime(
-        RuntimeConfig(
-            models_dir=args.models,
-            output_dir=data / "output",
-            input_dir=data / "input",
-            temp_dir=data / "temp",
-            vram_budget_bytes=args.vram_budget,
-            ram_budget_bytes=args.ram_budget,
-            cache_budget_bytes=args.cache_budget,
-        ),
-        registry,
+    config = config_from_args(
+        args, output_dir=data / "output", input_dir=data / "input", temp_dir=data / "temp"
     )
+    runtime = create_runtime(config, registry)
     name = args.name or f"{socket.gethostname()}-{os.getpid()}"
     worker = RemoteWorker(cfg, runtime, name, q)
 
