@@ -16,7 +16,7 @@ from server.distributed.affinity import lane_for, requirements
 from server.distributed.config import dumps, redis_errors, text
 from server.distributed.outputs import upload_inputs
 from server.distributed.redis_queue import RedisQueue
-from server.store import PENDING, PromptRow
+from server.store import PENDING, RUNNING, PromptRow
 
 
 def to_row(prompt_id: str, r: dict[str, str]) -> PromptRow:
@@ -39,6 +39,25 @@ def to_row(prompt_id: str, r: dict[str, str]) -> PromptRow:
         finished=float(r["finished"]) if r.get("finished") else None,
         plan=load("plan", None),
     )
+
+
+def _job_summary(prompt_id: str, r: dict[str, str | None]) -> dict[str, Any]:
+    """What PromptStore.jobs gives for one prompt (store.py's _job_summary)."""
+    messages = json.loads(r["messages"]) if r.get("messages") else []
+    extra = json.loads(r["extra_data"]) if r.get("extra_data") else {}
+    workflow = (extra.get("extra_pnginfo") or {}).get("workflow") if isinstance(extra, dict) else None
+    return {
+        "prompt_id": prompt_id,
+        "number": float(r.get("number") or 0),
+        "status": r.get("status"),
+        "created": float(r.get("created") or 0),
+        "finished": float(r["finished"]) if r.get("finished") else None,
+        "started_ms": next((d.get("timestamp") for e, d in messages if e == "execution_start"), None),
+        "workflow_id": workflow.get("id") if isinstance(workflow, dict) else None,
+        "result": json.loads(r["result"]) if r.get("result") else {},
+        "messages": messages,
+        "error": json.loads(r["error"]) if r.get("error") else None,
+    }
 
 
 class RedisStore:
@@ -144,6 +163,48 @@ class RedisStore:
 
     def delete_history(self, prompt_ids: list[str] | None = None) -> int:
         return self.q.delete_history(None if prompt_ids is None else [str(p) for p in prompt_ids])
+
+    _JOB_FIELDS = ("number", "status", "created", "finished", "result", "messages", "error", "extra_data")
+
+    def jobs(
+        self,
+        statuses: list[str],
+        workflow_id: str | None = None,
+        sort_by: str = "created_at",
+        descending: bool = True,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """PromptStore.jobs from the shared state: one page of prompts in the given statuses
+        and their total count, without the prompt bodies."""
+        redis, ids = self.q.redis, []
+        if PENDING in statuses:
+            ids += redis.zrange(self.keys.queued, 0, -1)
+        if RUNNING in statuses:
+            ids += list(redis.smembers(self.keys.running))
+        if any(s not in (PENDING, RUNNING) for s in statuses):
+            ids += redis.zrange(self.keys.history, 0, -1)
+        pipe = redis.pipeline(transaction=False)
+        for pid in ids:
+            pipe.hmget(self.keys.prompt(text(pid)), self._JOB_FIELDS)
+        jobs = []
+        for pid, values in zip(ids, pipe.execute(), strict=True):
+            r = dict(zip(self._JOB_FIELDS, (text(v) for v in values), strict=True))
+            if r["status"] not in statuses:
+                continue
+            job = _job_summary(text(pid), r)
+            if workflow_id is None or job["workflow_id"] == workflow_id:
+                jobs.append(job)
+
+        def order(job: dict[str, Any]) -> tuple:
+            if sort_by == "execution_duration":
+                ran = int((job["finished"] or 0) * 1000) - job["started_ms"] if job["started_ms"] else 0
+                return (ran if job["finished"] else 0, job["number"])
+            return (job["created"], job["number"])
+
+        jobs.sort(key=order, reverse=descending)
+        end = None if limit is None else offset + limit
+        return jobs[offset:end], len(jobs)
 
     def recover(self) -> list[str]:
         """Nothing to recover here: a prompt whose worker died is reclaimed by another worker."""

@@ -225,3 +225,20 @@ def test_history_in_pieces_for_a_streamed_response(store, queue):
     assert used == 32 and len(entries) == 32  # one chunk, then the budget stops it
     pid, text = entries[0]
     assert json.loads(text) == store.get(pid).history_entry()
+
+
+def test_jobs_list_from_the_shared_state(store, queue):
+    wf = {"extra_pnginfo": {"workflow": {"id": "wf-1", "nodes": []}}}
+    store.add("j0", math_prompt(0), wf, ["2"], None)
+    store.add("j1", math_prompt(1), {}, ["2"], None)
+    store.add("j2", math_prompt(2), wf, ["2"], None)
+    done = queue.claim("w", queue.lane_ids())
+    messages = [["execution_start", {"prompt_id": "j0", "timestamp": 5}]]
+    queue.finish("w", done, "success", {}, messages, None, [])
+    running = queue.claim("w", queue.lane_ids())
+    jobs, total = store.jobs(["pending", "running", "success"])
+    assert total == 3 and [j["prompt_id"] for j in jobs] == ["j2", "j1", "j0"]  # newest first
+    assert jobs[2]["started_ms"] == 5 and jobs[2]["workflow_id"] == "wf-1"
+    assert [j["prompt_id"] for j in store.jobs(["pending", "success"], workflow_id="wf-1")[0]] == ["j2", "j0"]
+    page, total = store.jobs(["pending", "running", "success"], descending=False, limit=1, offset=1)
+    assert total == 3 and [j["prompt_id"] for j in page] == [running.prompt_id]
