@@ -191,3 +191,18 @@ def test_outputs_over_the_bound_fail_naming_the_setting(shared, api):
     history = api.get(f"/history/{job['prompt_id']}").json()[job["prompt_id"]]
     assert history["status"]["status_str"] == "error"
     assert json.dumps(history["status"]["messages"]).count("execution_success") == 0
+
+
+def test_free_reaches_every_worker(shared, api):
+    prompt = {
+        "1": {"class_type": "LoadVAE", "inputs": {"source": "fluxloom-demo", "dtype": "auto"}},
+        "2": {"class_type": "EmptyLatent16ch", "inputs": {"width": 32, "height": 16, "batch_size": 1}},
+        "3": {"class_type": "VAEDecode", "inputs": {"vae": ["1", 0], "latent": ["2", 0]}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+    }
+    pid = api.queue(prompt)
+    assert api.wait_job(pid, timeout=120)["status"] == "success"
+    ran_on = worker_of(shared, pid)
+    wait_until(lambda: shared.advert(ran_on)["loaded"] == ["fluxloom-demo"], 10, "the advert")
+    assert api.post("/free", {"unload_models": True}).status == 200
+    wait_until(lambda: all(shared.advert(n)["loaded"] == [] for n in WORKERS), 10, "every worker to free")
