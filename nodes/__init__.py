@@ -15,6 +15,7 @@ NODE_MODULES = [
     "nodes.flux.vae",
     "nodes.flux.offload",
     "nodes.image",
+    "nodes.comfy.loaders",
 ]
 
 _loaded = False

@@ -206,10 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
         "demo-model",
         help="write the tiny random demo FLUX model",
         description="Build the tiny random FLUX pipeline (images are noise) into "
-        "MODELS/diffusers/fluxloom-demo.",
+        "MODELS/diffusers/fluxloom-demo; with --format comfyui, also as ComfyUI's single files "
+        "(diffusion_models/, text_encoders/, vae/, checkpoints/, loras/, a GGUF Q8_0).",
     )
     p.add_argument("--models", type=Path, default=Path("models"), metavar="DIR")
     p.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    p.add_argument(
+        "--format",
+        choices=("diffusers", "comfyui"),
+        default="diffusers",
+        help="diffusers: the pipeline folder; comfyui: the folder and ComfyUI's single files",
+    )
     return parser
 
 
@@ -252,7 +259,13 @@ def cmd_queue(args: argparse.Namespace) -> int:
 def cmd_demo_model(args: argparse.Namespace) -> int:
     from nodes.flux.demo import demo_model_main
 
-    return demo_model_main(args)
+    code = demo_model_main(args)
+    if code == 0 and args.format == "comfyui":
+        from nodes.flux.demo_files import ensure_demo_files
+
+        for path in ensure_demo_files(args.models, force=args.force).values():
+            print(path)
+    return code
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ MODEL_INPUTS: dict[tuple[str, str], str] = {
     ("LoadT5-8bit", "source"): "T5",
     ("LoadFluxTransformer", "source"): "FLUX_MODEL",
     ("LoadVAE", "source"): "VAE",
+    ("LoadLoRA", "lora"): "LORA",
 }
 TEXT_ENCODER = "TEXT_ENCODER"
 

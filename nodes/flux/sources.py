@@ -110,7 +110,7 @@ def estimate_bytes(folder: Path, dtype: torch.dtype, quantization: str) -> int:
     """What a component will take once loaded: its tensors at `dtype`, with the 2-D weights of
     quantized layers at 1 byte (int8) or half a byte (nf4) per value. Used to make room on the
     device before loading; the real size is measured after."""
-    per_value = {q.INT8_BNB: 1.0, q.INT8_TORCHAO: 1.0, q.NF4_BNB: 0.5}.get(quantization)
+    per_value = q.BYTES_PER_WEIGHT.get(quantization)
     item = torch.empty((), dtype=dtype).element_size()
     total = 0.0
     for header in _headers(folder):

@@ -278,7 +278,7 @@ def estimate_text_encoder_bytes(
     """What the encoder will take once loaded: Linear weights at 1 byte a value for int8, half a
     byte for nf4, 1 byte when fp8 stays fp8 ("none"); everything else at `dtype`."""
     file = open_encoder_file(path, kind, prefix)
-    per_value = {q.INT8_BNB: 1.0, q.INT8_TORCHAO: 1.0, q.NF4_BNB: 0.5}.get(quantization)
+    per_value = q.BYTES_PER_WEIGHT.get(quantization)
     item = torch.empty((), dtype=dtype).element_size()
     total = 0.0
     for key in file.keys:
