@@ -55,6 +55,9 @@ class ServerConfig:
     frontend: str = "fluxloom"  # or "comfyui": web_dir is then the official frontend's static site
     # Frontend extensions by name (custom nodes' WEB_DIRECTORY); fluxloom's own is always added.
     extension_dirs: dict[str, Path] = field(default_factory=dict)
+    # A distributed front end (server/distributed/frontend.py: prompts go to Redis, workers run
+    # them); None: the embedded SQLite queue and worker thread.
+    cluster: Any = None
 
 
 @web.middleware
@@ -96,6 +99,8 @@ class LoopBridge:
 
 def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.cluster is not None:
+        return _create_frontend_app(runtime, cfg)
     store = PromptStore(cfg.data_dir / "queue.sqlite3")
     for pid in store.recover():
         log.warning("prompt %s was running when the server stopped; reported as failed", pid)
@@ -118,9 +123,56 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
         web_dir=cfg.web_dir,
         limits=cfg.limits,
     )
+
+    async def stop_work() -> None:
+        await asyncio.to_thread(worker.stop)
+        store.close()
+
+    return _application(st, cfg, bridge, worker.start, stop_work)
+
+
+def _create_frontend_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
+    """The same application on the distributed queue: no worker thread, no model."""
+    from server.distributed.frontend import queue_errors
+    from server.distributed.redis_store import RedisStore
+
+    frontend = cfg.cluster
+    store = RedisStore(frontend.q, frontend)
+    hub = Hub(
+        status=lambda: status_payload(store), features=lambda: server_features(cfg.limits.max_upload_bytes)
+    )
+    bridge = LoopBridge()
+    st = AppState(
+        runtime=runtime,
+        store=store,
+        hub=hub,
+        worker=frontend,
+        data_dir=cfg.data_dir,
+        web_dir=cfg.web_dir,
+        limits=cfg.limits,
+        cluster=frontend,
+    )
+
+    def start_work() -> None:
+        frontend.start(
+            deliver=lambda event, data, client_id: bridge.call(hub.send, event, data, client_id),
+            queue_changed=lambda: bridge.call(hub.broadcast_status),
+        )
+
+    async def stop_work() -> None:
+        await asyncio.to_thread(frontend.stop)
+        store.close()
+
+    return _application(st, cfg, bridge, start_work, stop_work, [queue_errors(frontend.cfg)])
+
+
+def _application(
+    st: AppState, cfg: ServerConfig, bridge: LoopBridge, start_work: Any, stop_work: Any, extra: Any = ()
+) -> web.Application:
+    """The routes, middlewares and life cycle around a store and what runs its prompts."""
     # aiohttp's own limit is the largest body any route takes; JSON routes check a smaller one.
     app = web.Application(
-        middlewares=[json_errors, make_middleware(cfg.security)],
+        middlewares=[json_errors, *extra, make_middleware(cfg.security)],
         client_max_size=cfg.limits.max_upload_bytes + 2**20,
     )
     app[STATE] = st
@@ -135,19 +187,18 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
     async def openapi(request: web.Request) -> web.Response:
         return web.json_response(describe(served_routes(request.app)))
 
-    add_routes(app, hub.handle, openapi)
+    add_routes(app, st.hub.handle, openapi)
 
     async def start(app: web.Application) -> None:
         bridge.loop = asyncio.get_running_loop()
-        worker.start()
+        start_work()
 
     async def shutdown(app: web.Application) -> None:
-        await hub.close_all()
+        await st.hub.close_all()
 
     async def cleanup(app: web.Application) -> None:
         stop_log_stream()
-        await asyncio.to_thread(worker.stop)
-        store.close()
+        await stop_work()
 
     app.on_startup.append(start)
     app.on_shutdown.append(shutdown)
@@ -182,6 +233,30 @@ def load_extra_nodes(registry: NodeRegistry, spec: str | None = None) -> list[st
     return loaded
 
 
+def load_registry(prog: str) -> tuple[NodeRegistry, list[str]] | int:
+    """The node registry with the custom nodes of FLUXLOOM_EXTRA_NODES (and their names); an
+    exit code (after saying why) when they cannot be imported. For `serve` and `worker`."""
+    import nodes
+
+    registry = nodes.load_all()
+    try:
+        extra = load_extra_nodes(registry)
+    except ImportError as exc:
+        print(f"{prog}: {EXTRA_NODES_ENV}: cannot import {exc.name or exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the module itself failed while importing (a custom node's bug)
+        where = exc.__traceback__
+        while where is not None and where.tb_next is not None:
+            where = where.tb_next
+        at = f" ({where.tb_frame.f_code.co_filename}:{where.tb_lineno})" if where is not None else ""
+        failed = f"importing custom nodes failed{at}: {type(exc).__name__}: {exc}"
+        print(f"{prog}: {EXTRA_NODES_ENV}: {failed}", file=sys.stderr)
+        return 2
+    if extra:
+        log.info("custom nodes from %s", ", ".join(extra))
+    return registry, extra
+
+
 def serve_main(args: argparse.Namespace) -> int:
     install_log_buffer()  # from the first line: the frontend's Console panel shows start-up too
     security = SecurityConfig(
@@ -201,32 +276,24 @@ def serve_main(args: argparse.Namespace) -> int:
         except FrontendNotInstalled as exc:
             print(f"fluxloom serve: {exc}", file=sys.stderr)
             return 2
-    import nodes
-
-    registry = nodes.load_all()
-    try:
-        extra = load_extra_nodes(registry)
-    except ImportError as exc:
-        print(f"fluxloom serve: {EXTRA_NODES_ENV}: cannot import {exc.name or exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # the module itself failed while importing (a custom node's bug)
-        where = exc.__traceback__
-        while where is not None and where.tb_next is not None:
-            where = where.tb_next
-        at = f" ({where.tb_frame.f_code.co_filename}:{where.tb_lineno})" if where is not None else ""
-        failed = f"importing custom nodes failed{at}: {type(exc).__name__}: {exc}"
-        print(f"fluxloom serve: {EXTRA_NODES_ENV}: {failed}", file=sys.stderr)
-        return 2
-    if extra:
-        log.info("custom nodes from %s", ", ".join(extra))
+    loaded = load_registry("fluxloom serve")
+    if isinstance(loaded, int):
+        return loaded
+    registry, extra = loaded
     data = Path(args.data_dir)
-    config = config_from_args(
-        args, output_dir=data / "output", input_dir=data / "input", temp_dir=data / "temp"
-    )
-    runtime = create_runtime(config, registry)
     cfg = ServerConfig(data_dir=data, security=security, extension_dirs=web_directories(extra))
     if comfyui_web is not None:
         cfg.web_dir, cfg.frontend = comfyui_web, "comfyui"
+    if getattr(args, "queue", None):  # a front end of the distributed queue: no model here
+        built = _distributed_frontend(args, registry, data)
+        if isinstance(built, int):
+            return built
+        runtime, cfg.cluster = built
+    else:
+        config = config_from_args(
+            args, output_dir=data / "output", input_dir=data / "input", temp_dir=data / "temp"
+        )
+        runtime = create_runtime(config, registry)
     app = create_app(runtime, cfg)
     shown = f"[{args.host}]" if ":" in args.host else args.host
 
@@ -245,3 +312,22 @@ def serve_main(args: argparse.Namespace) -> int:
         return 1
     log.info("fluxloom stopped")
     return 0
+
+
+def _distributed_frontend(args: argparse.Namespace, registry: NodeRegistry, data: Path) -> Any:
+    """(runtime, FrontEnd) for `fluxloom serve --queue redis://…`, or an exit code."""
+    from server.distributed.config import QueueUnavailable, cluster_config, connection_errors
+    from server.distributed.frontend import create_frontend
+
+    try:
+        cluster = cluster_config(args)
+        runtime, frontend = create_frontend(cluster, registry, data)
+        frontend.q.redis.ping()
+    except (QueueUnavailable, ValueError) as exc:
+        print(f"fluxloom serve: {exc}", file=sys.stderr)
+        return 2
+    except connection_errors() as exc:
+        print(f"fluxloom serve: cannot reach the queue at {cluster.redacted_url()}: {exc}", file=sys.stderr)
+        return 1
+    log.info("distributed front end %s on %s", frontend.frontend_id, cluster.redacted_url())
+    return runtime, frontend

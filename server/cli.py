@@ -1,4 +1,4 @@
-"""`fluxloom` command line: serve | run | queue | nodes | demo-model."""
+"""`fluxloom` command line: serve | worker | run | queue | nodes | demo-model."""
 
 from __future__ import annotations
 
@@ -51,6 +51,12 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="RAM for cached node outputs, LRU-evicted (default: 4G)",
     )
+
+
+def _add_queue_options(p: argparse.ArgumentParser, required: bool) -> None:
+    from server.distributed.config import add_queue_options
+
+    add_queue_options(p, required=required, parse_size=parse_size)
 
 
 def _add_model_folder_options(p: argparse.ArgumentParser) -> None:
@@ -122,6 +128,24 @@ def build_parser() -> argparse.ArgumentParser:
         "(needs the extra: pip install 'fluxloom[comfyui]')",
     )
     _add_runtime_options(p)
+    _add_queue_options(p, required=False)
+
+    p = sub.add_parser(
+        "worker",
+        help="run prompts from a shared Redis queue (distributed mode, see docs/scale-out.md)",
+        description="Claim prompts from the queue that `fluxloom serve --queue` front ends fill, "
+        "run them with the models under --models, and report back through the queue.",
+    )
+    p.add_argument("--name", default=None, help="this worker's name on the queue (default: HOST-PID)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("worker-data"),
+        metavar="DIR",
+        help="the worker's own input/output/temp folders (default: ./worker-data)",
+    )
+    _add_runtime_options(p)
+    _add_queue_options(p, required=True)
 
     p = sub.add_parser(
         "run",
@@ -207,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": cmd_run,
         "nodes": cmd_nodes,
         "serve": cmd_serve,
+        "worker": cmd_worker,
         "queue": cmd_queue,
         "demo-model": cmd_demo_model,
     }
@@ -217,6 +242,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from server.app import serve_main
 
     return serve_main(args)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from server.distributed.remote_worker import worker_main
+
+    return worker_main(args)
 
 
 def cmd_queue(args: argparse.Namespace) -> int:

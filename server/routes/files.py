@@ -66,6 +66,9 @@ async def get_view(request: web.Request) -> web.StreamResponse:
         raise BadRequest("invalid_request", "filename is required")
     folder = _folder(st, request.query.get("type") or "output")
     path = _safe(folder, request.query.get("subfolder", ""), filename)
+    if not path.is_file() and st.cluster is not None:  # a worker's output this front end lacks
+        kind, sub = request.query.get("type") or "output", request.query.get("subfolder", "")
+        path = await asyncio.to_thread(st.cluster.fetch_file, kind, sub, filename) or path
     if not path.is_file():
         raise BadRequest("not_found", f"no file {filename!r}", 404)
     kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
