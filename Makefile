@@ -5,9 +5,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 WEB_STAMP := web/node_modules/.installed
 CHROMIUM  := /usr/bin/chromium
+REDIS     := /usr/bin/redis-server
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install serve test lint format bench web-deps chromium clean screenshots
+.PHONY: install serve test lint format bench web-deps chromium redis clean screenshots
 
 install: $(STAMP)
 
@@ -32,6 +33,13 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
+# The distributed mode's tests start their own redis-server (Debian's package, as for Chromium).
+redis: $(REDIS)
+
+$(REDIS):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+
 serve: install web-deps
 	$(VENV)/bin/fluxloom serve $(ARGS)
 
@@ -44,7 +52,7 @@ format: install
 	$(VENV)/bin/ruff format .
 
 # One pytest run; it includes schemathesis against a live `fluxloom serve` (tests/hardening).
-test: install web-deps chromium lint
+test: install web-deps chromium redis lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Refresh the README's pictures (the tests themselves never write into the checkout).
@@ -56,6 +64,7 @@ bench: install
 	$(PY) bench/server.py
 	$(PY) bench/sampler.py
 	$(PY) bench/memory.py
+	$(PY) bench/scaleout.py
 
 clean:
 	rm -rf $(VENV) web/node_modules

@@ -10,6 +10,17 @@ process, the peak RSS of:
   (d) the same with the T5 in int8 (bitsandbytes),
   (e) the same with T5 and transformer in int8 (bitsandbytes): the shipped workflow's defaults.
 
+Then each model phase alone, loaded through fluxloom's own loader (nodes/flux/provider.py) and
+run once, in its own process:
+
+  (f) the transformer from a ComfyUI-style bf16 single file (BFL layout),
+  (g) the same weights as an fp8 (e4m3fn) single file, kept 8-bit,
+  (h) the same weights as a GGUF Q8_0 file, kept quantized,
+  (i) phase 1: T5 from the pipeline folder, unquantized, encoding one prompt,
+  (j) phase 1 with the T5 in int8 (bitsandbytes).
+
+Targets: (g) and (h) well under (f) (half the weight bytes); (j) <= 0.6 x (i) above (a).
+
 Safetensors are memory-mapped, so RSS grows as weights are touched: peaks are taken over the
 whole run (getrusage of the finished child), never after loading. On this CPU-only machine the
 "device" is RAM, so the process's RSS is the device memory that the phases are about.
@@ -35,6 +46,7 @@ RESULTS = ROOT / "bench" / "results"
 MODEL_NAME = "fluxloom-medium"
 PROMPT = "A cat holding a sign that says hello world"
 TARGET = 1.15
+T5_TARGET = 0.6  # an int8 T5's phase peak against the unquantized one's
 INT8 = "int8 (bitsandbytes)"
 
 BARE = (
@@ -55,6 +67,55 @@ with torch.no_grad():
     ).images
 print(tuple(image.shape))
 """.replace("{prompt}", PROMPT)
+
+
+TRANSFORMER_ONLY = """
+import sys, torch
+from nodes.flux.handles import ModelHandle
+from nodes.flux.provider import load_handle
+path, size = sys.argv[1], int(sys.argv[2])
+loaded = load_handle(ModelHandle("FLUX_MODEL", "bench", path, "none", "auto"), torch.device("cpu"))
+m, dtype, tokens, text = loaded.module, loaded.dtype, (size // 16) ** 2, 64
+c = m.config
+with torch.no_grad():
+    m(hidden_states=torch.randn(1, tokens, c.in_channels, dtype=dtype),
+      encoder_hidden_states=torch.randn(1, text, c.joint_attention_dim, dtype=dtype),
+      pooled_projections=torch.randn(1, c.pooled_projection_dim, dtype=dtype),
+      timestep=torch.tensor([0.5], dtype=dtype), img_ids=torch.zeros(tokens, 3), txt_ids=torch.zeros(text, 3),
+      guidance=torch.tensor([3.5]) if c.guidance_embeds else None, return_dict=False)
+"""
+
+T5_ONLY = """
+import sys, torch
+from nodes.flux.encode import t5_embeds
+from nodes.flux.handles import ModelHandle
+from nodes.flux.provider import load_handle
+loaded = load_handle(ModelHandle("T5", "bench", sys.argv[1], sys.argv[2], "auto"), torch.device("cpu"))
+with torch.no_grad():
+    print(tuple(t5_embeds(loaded, "{prompt}", 512).shape))
+""".replace("{prompt}", PROMPT)
+
+
+def single_files(path: Path, models_dir: Path) -> dict[str, Path]:
+    """The medium transformer as ComfyUI single files: bf16, fp8 e4m3fn, GGUF Q8_0 (cached)."""
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    from nodes.flux.formats import writers
+
+    folder = models_dir / "diffusion_models"
+    files = {
+        "bf16": folder / "medium-bf16.safetensors",
+        "fp8": folder / "medium-fp8_e4m3fn.safetensors",
+        "gguf": folder / "medium-Q8_0.gguf",
+    }
+    if all(f.is_file() for f in files.values()):
+        return files
+    model = FluxTransformer2DModel.from_pretrained(path, subfolder="transformer")
+    writers.write_bfl_transformer(model, files["bf16"], dtype=torch.bfloat16)
+    writers.write_bfl_transformer(model, files["fp8"], dtype=torch.bfloat16, fp8=torch.float8_e4m3fn)
+    writers.write_gguf_transformer(model, files["gguf"], "Q8_0")
+    return files
 
 
 def child_main(cmd: list[str]) -> None:
@@ -175,7 +236,40 @@ def main() -> None:
     print(f"(d) above baseline / (b) above baseline     = {(peaks['d'] - base) / (peaks['b'] - base):.3f}x")
     print(f"(e) above baseline / (b) above baseline     = {(peaks['e'] - base) / (peaks['b'] - base):.3f}x")
     print(f"(b) above baseline / all weights            = {(peaks['b'] - base) / total:.3f}x")
-    print("target met" if two_phase <= TARGET else "TARGET MISSED")
+    ok = two_phase <= TARGET
+    ok &= phase_rows(path, models_dir, args.size, base)
+    print("targets met" if ok else "TARGETS MISSED")
+
+
+def phase_rows(path: Path, models_dir: Path, size: int, base: int) -> bool:
+    """Rows (f)-(j): each phase alone, by the format or quantization of its model."""
+    files = single_files(path, models_dir)
+    print("\neach phase alone, peak RSS above (a):")
+    rows = {
+        "f": (
+            "transformer, bf16 single file",
+            [sys.executable, "-c", TRANSFORMER_ONLY, str(files["bf16"]), str(size)],
+        ),
+        "g": (
+            "transformer, fp8 e4m3fn file",
+            [sys.executable, "-c", TRANSFORMER_ONLY, str(files["fp8"]), str(size)],
+        ),
+        "h": (
+            "transformer, GGUF Q8_0 file",
+            [sys.executable, "-c", TRANSFORMER_ONLY, str(files["gguf"]), str(size)],
+        ),
+        "i": ("phase 1: T5 unquantized", [sys.executable, "-c", T5_ONLY, str(path), "none"]),
+        "j": ("phase 1: T5 int8 (bitsandbytes)", [sys.executable, "-c", T5_ONLY, str(path), INT8]),
+    }
+    above = {}
+    for key, (label, cmd) in rows.items():
+        above[key] = peak_rss(cmd) - base
+        print(f"  ({key}) {label:<32}{mib(above[key])}")
+    fp8, gguf, t5 = above["g"] / above["f"], above["h"] / above["f"], above["j"] / above["i"]
+    print(f"(g) fp8 / (f) bf16 transformer peak        = {fp8:.3f}x")
+    print(f"(h) GGUF Q8_0 / (f) bf16 transformer peak  = {gguf:.3f}x")
+    print(f"(j) int8 T5 / (i) unquantized T5 phase     = {t5:.3f}x (target <= {T5_TARGET}x)")
+    return t5 <= T5_TARGET
 
 
 if __name__ == "__main__":

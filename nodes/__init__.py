@@ -8,12 +8,20 @@ from nodes.base import REGISTRY, NodeRegistry
 NODE_MODULES = [
     "nodes.utility",
     "nodes.flux.loaders",
+    "nodes.flux.lora_node",
     "nodes.flux.encode",
     "nodes.flux.latent",
     "nodes.flux.sampler",
     "nodes.flux.vae",
     "nodes.flux.offload",
     "nodes.image",
+    # ComfyUI's core nodes, with its names and semantics (docs/comfyui.md)
+    "nodes.comfy.loaders",
+    "nodes.comfy.conditioning",
+    "nodes.comfy.latents",
+    "nodes.comfy.images",
+    "nodes.comfy.sampling",
+    "nodes.comfy.custom_sampling",
 ]
 
 _loaded = False

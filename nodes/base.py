@@ -353,6 +353,8 @@ class NodeEnv:
     input_dir: Path = Path("input")
     output_dir: Path = Path("output")
     temp_dir: Path = Path("temp")
+    # More model folders, as ComfyUI's extra_model_paths.yaml files name them (--extra-model-paths).
+    extra_model_paths: tuple[Path, ...] = ()
     models: ModelService | None = None  # None in a runtime without models (engine tests)
     # Called by validation before anything else: hook(prompt, env) -> list of warnings; may
     # rewrite the prompt in place (e.g. point a missing model at the demo model on a new machine).
@@ -361,6 +363,7 @@ class NodeEnv:
     def __post_init__(self) -> None:
         for name in ("models_dir", "input_dir", "output_dir", "temp_dir"):
             setattr(self, name, Path(getattr(self, name)))
+        self.extra_model_paths = tuple(Path(p) for p in self.extra_model_paths)
 
 
 @dataclass

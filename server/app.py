@@ -21,12 +21,22 @@ from typing import Any
 from aiohttp import web
 
 from nodes.base import NodeRegistry
-from server.limits import Limits, body_deadline, handler_args
+from server.frontend import (
+    FRONTEND,
+    FrontendNotInstalled,
+    FrontendState,
+    comfyui_static_dir,
+    fluxloom_extension_dir,
+    web_directories,
+)
+from server.limits import body_deadline, handler_args
 from server.openapi import describe
 from server.paths import web_dir
 from server.routes import add_routes
-from server.routes.common import STATE, AppState, BadRequest, status_payload
-from server.runtime import Runtime, RuntimeConfig, create_runtime
+from server.routes.common import STATE, AppState, BadRequest, Limits, status_payload
+from server.routes.frontend_info import server_features
+from server.routes.internal import install_log_buffer, stream_logs_to_subscribers
+from server.runtime import Runtime, config_from_args, create_runtime
 from server.security import BindRefused, SecurityConfig, check_bind, json_error, make_middleware
 from server.store import PromptStore
 from server.worker import Worker
@@ -43,6 +53,12 @@ class ServerConfig:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     web_dir: Path = field(default_factory=web_dir)
     limits: Limits = field(default_factory=Limits)
+    frontend: str = "fluxloom"  # or "comfyui": web_dir is then the official frontend's static site
+    # Frontend extensions by name (custom nodes' WEB_DIRECTORY); fluxloom's own is always added.
+    extension_dirs: dict[str, Path] = field(default_factory=dict)
+    # A distributed front end (server/distributed/frontend.py: prompts go to Redis, workers run
+    # them); None: the embedded SQLite queue and worker thread.
+    cluster: Any = None
 
 
 @web.middleware
@@ -103,11 +119,14 @@ class LoopBridge:
 
 def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.cluster is not None:
+        return _create_frontend_app(runtime, cfg)
     store = PromptStore(cfg.data_dir / "queue.sqlite3", max_history=cfg.limits.max_history)
     for pid in store.recover():
         log.warning("prompt %s was running when the server stopped; reported as failed", pid)
     hub = Hub(
         status=lambda: status_payload(store),
+        features=lambda: server_features(cfg.limits.max_upload_bytes),
         outbox_bytes=cfg.limits.ws_outbox_bytes,
         close_grace=cfg.limits.ws_close_grace,
     )
@@ -127,10 +146,61 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
         web_dir=cfg.web_dir,
         limits=cfg.limits,
     )
+
+    async def stop_work() -> None:
+        await asyncio.to_thread(worker.stop)
+        store.close()
+
+    return _application(st, cfg, bridge, worker.start, stop_work)
+
+
+def _create_frontend_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
+    """The same application on the distributed queue: no worker thread, no model."""
+    from server.distributed.frontend import queue_errors
+    from server.distributed.redis_store import RedisStore
+
+    frontend = cfg.cluster
+    store = RedisStore(frontend.q, frontend)
+    hub = Hub(
+        status=lambda: status_payload(store),
+        features=lambda: server_features(cfg.limits.max_upload_bytes),
+        outbox_bytes=cfg.limits.ws_outbox_bytes,
+        close_grace=cfg.limits.ws_close_grace,
+    )
+    bridge = LoopBridge()
+    st = AppState(
+        runtime=runtime,
+        store=store,
+        hub=hub,
+        worker=frontend,
+        data_dir=cfg.data_dir,
+        web_dir=cfg.web_dir,
+        limits=cfg.limits,
+        cluster=frontend,
+    )
+
+    def start_work() -> None:
+        frontend.start(
+            deliver=lambda event, data, client_id: bridge.call(hub.send, event, data, client_id),
+            queue_changed=lambda: bridge.call(hub.broadcast_status),
+        )
+
+    async def stop_work() -> None:
+        await asyncio.to_thread(frontend.stop)
+        store.close()
+
+    return _application(st, cfg, bridge, start_work, stop_work, [queue_errors(frontend.cfg)])
+
+
+def _application(
+    st: AppState, cfg: ServerConfig, bridge: LoopBridge, start_work: Any, stop_work: Any, extra: Any = ()
+) -> web.Application:
+    """The routes, middlewares and life cycle around a store and what runs its prompts."""
     # aiohttp's own limit is the largest body any route takes; JSON routes check a smaller one.
     app = web.Application(
         middlewares=[
             json_errors,
+            *extra,
             make_middleware(cfg.security),
             method_not_allowed,
             body_deadline(cfg.limits),
@@ -139,22 +209,29 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
         handler_args=handler_args(cfg.limits),  # header timeout, one-line logs of malformed requests
     )
     app[STATE] = st
+    app[FRONTEND] = FrontendState(
+        data_dir=cfg.data_dir,
+        workflows_dir=st.workflows_dir,
+        extension_dirs={"fluxloom": fluxloom_extension_dir(), **cfg.extension_dirs},
+    )
+    app[FRONTEND].create_folders()
+    stop_log_stream = stream_logs_to_subscribers(app, bridge.call)
 
     async def openapi(request: web.Request) -> web.Response:
         return web.json_response(describe(served_routes(request.app)))
 
-    add_routes(app, hub.handle, openapi)
+    add_routes(app, st.hub.handle, openapi)
 
     async def start(app: web.Application) -> None:
         bridge.loop = asyncio.get_running_loop()
-        worker.start()
+        start_work()
 
     async def shutdown(app: web.Application) -> None:
-        await hub.close_all()
+        await st.hub.close_all()
 
     async def cleanup(app: web.Application) -> None:
-        await asyncio.to_thread(worker.stop)
-        store.close()
+        stop_log_stream()
+        await stop_work()
 
     app.on_startup.append(start)
     app.on_shutdown.append(shutdown)
@@ -189,7 +266,32 @@ def load_extra_nodes(registry: NodeRegistry, spec: str | None = None) -> list[st
     return loaded
 
 
+def load_registry(prog: str) -> tuple[NodeRegistry, list[str]] | int:
+    """The node registry with the custom nodes of FLUXLOOM_EXTRA_NODES (and their names); an
+    exit code (after saying why) when they cannot be imported. For `serve` and `worker`."""
+    import nodes
+
+    registry = nodes.load_all()
+    try:
+        extra = load_extra_nodes(registry)
+    except ImportError as exc:
+        print(f"{prog}: {EXTRA_NODES_ENV}: cannot import {exc.name or exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the module itself failed while importing (a custom node's bug)
+        where = exc.__traceback__
+        while where is not None and where.tb_next is not None:
+            where = where.tb_next
+        at = f" ({where.tb_frame.f_code.co_filename}:{where.tb_lineno})" if where is not None else ""
+        failed = f"importing custom nodes failed{at}: {type(exc).__name__}: {exc}"
+        print(f"{prog}: {EXTRA_NODES_ENV}: {failed}", file=sys.stderr)
+        return 2
+    if extra:
+        log.info("custom nodes from %s", ", ".join(extra))
+    return registry, extra
+
+
 def serve_main(args: argparse.Namespace) -> int:
+    install_log_buffer()  # from the first line: the frontend's Console panel shows start-up too
     security = SecurityConfig(
         host=args.host, token=args.token, allow_unauthenticated=args.allow_unauthenticated
     )
@@ -200,45 +302,40 @@ def serve_main(args: argparse.Namespace) -> int:
         return 2
     if warning:
         log.warning("%s", warning)
-    import nodes
-
-    registry = nodes.load_all()
-    try:
-        extra = load_extra_nodes(registry)
-    except ImportError as exc:
-        print(f"fluxloom serve: {EXTRA_NODES_ENV}: cannot import {exc.name or exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # the module itself failed while importing (a custom node's bug)
-        where = exc.__traceback__
-        while where is not None and where.tb_next is not None:
-            where = where.tb_next
-        at = f" ({where.tb_frame.f_code.co_filename}:{where.tb_lineno})" if where is not None else ""
-        failed = f"importing custom nodes failed{at}: {type(exc).__name__}: {exc}"
-        print(f"fluxloom serve: {EXTRA_NODES_ENV}: {failed}", file=sys.stderr)
-        return 2
-    if extra:
-        log.info("custom nodes from %s", ", ".join(extra))
+    comfyui_web = None
+    if getattr(args, "frontend", "fluxloom") == "comfyui":
+        try:
+            comfyui_web = comfyui_static_dir()
+        except FrontendNotInstalled as exc:
+            print(f"fluxloom serve: {exc}", file=sys.stderr)
+            return 2
+    loaded = load_registry("fluxloom serve")
+    if isinstance(loaded, int):
+        return loaded
+    registry, extra = loaded
     data = Path(args.data_dir)
-    runtime = create_runtime(
-        RuntimeConfig(
-            models_dir=args.models,
-            output_dir=data / "output",
-            input_dir=data / "input",
-            temp_dir=data / "temp",
-            vram_budget_bytes=args.vram_budget,
-            ram_budget_bytes=args.ram_budget,
-            cache_budget_bytes=args.cache_budget,
-        ),
-        registry,
-    )
     limits = Limits(
         header_timeout=args.header_timeout, body_timeout=args.body_timeout, max_history=args.max_history
     )
-    app = create_app(runtime, ServerConfig(data_dir=data, security=security, limits=limits))
+    cfg = ServerConfig(data_dir=data, security=security, limits=limits, extension_dirs=web_directories(extra))
+    if comfyui_web is not None:
+        cfg.web_dir, cfg.frontend = comfyui_web, "comfyui"
+    if getattr(args, "queue", None):  # a front end of the distributed queue: no model here
+        built = _distributed_frontend(args, registry, data)
+        if isinstance(built, int):
+            return built
+        runtime, cfg.cluster = built
+    else:
+        config = config_from_args(
+            args, output_dir=data / "output", input_dir=data / "input", temp_dir=data / "temp"
+        )
+        runtime = create_runtime(config, registry)
+    app = create_app(runtime, cfg)
     shown = f"[{args.host}]" if ":" in args.host else args.host
 
     def listening(_: str) -> None:  # run_app calls this once the socket is open
-        print(f"fluxloom: serving http://{shown}:{args.port}/ (data in {data}); Ctrl+C stops", flush=True)
+        ui = "the official ComfyUI frontend at " if cfg.frontend == "comfyui" else ""
+        print(f"fluxloom: serving {ui}http://{shown}:{args.port}/ (data in {data}); Ctrl+C stops", flush=True)
 
     # run_app turns SIGINT/SIGTERM into a graceful exit: the running prompt is interrupted and
     # goes back to the head of the queue, pending prompts stay in SQLite.
@@ -251,3 +348,22 @@ def serve_main(args: argparse.Namespace) -> int:
         return 1
     log.info("fluxloom stopped")
     return 0
+
+
+def _distributed_frontend(args: argparse.Namespace, registry: NodeRegistry, data: Path) -> Any:
+    """(runtime, FrontEnd) for `fluxloom serve --queue redis://…`, or an exit code."""
+    from server.distributed.config import QueueUnavailable, cluster_config, connection_errors
+    from server.distributed.frontend import create_frontend
+
+    try:
+        cluster = cluster_config(args)
+        runtime, frontend = create_frontend(cluster, registry, data)
+        frontend.q.redis.ping()
+    except (QueueUnavailable, ValueError) as exc:
+        print(f"fluxloom serve: {exc}", file=sys.stderr)
+        return 2
+    except connection_errors() as exc:
+        print(f"fluxloom serve: cannot reach the queue at {cluster.redacted_url()}: {exc}", file=sys.stderr)
+        return 1
+    log.info("distributed front end %s on %s", frontend.frontend_id, cluster.redacted_url())
+    return runtime, frontend

@@ -1,4 +1,4 @@
-"""`fluxloom` command line: serve | run | queue | nodes | demo-model."""
+"""`fluxloom` command line: serve | worker | run | queue | nodes | demo-model."""
 
 from __future__ import annotations
 
@@ -42,13 +42,7 @@ def _positive(kind: type) -> Any:
 
 
 def _add_runtime_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--models",
-        type=Path,
-        default=Path("models"),
-        metavar="DIR",
-        help="models folder, laid out as ComfyUI's (default: ./models)",
-    )
+    _add_model_folder_options(p)
     p.add_argument(
         "--vram-budget",
         type=parse_size,
@@ -70,6 +64,42 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="RAM for cached node outputs, LRU-evicted (default: 4G)",
     )
+
+
+def _add_queue_options(p: argparse.ArgumentParser, required: bool) -> None:
+    from server.distributed.config import add_queue_options
+
+    add_queue_options(p, required=required, parse_size=parse_size)
+
+
+def _add_model_folder_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--models",
+        type=Path,
+        default=Path("models"),
+        metavar="DIR",
+        help="models folder, laid out as ComfyUI's: point it at ComfyUI's models/ (default: ./models)",
+    )
+    p.add_argument(
+        "--extra-model-paths",
+        type=extra_model_paths_file,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a ComfyUI extra_model_paths.yaml naming more model folders (repeatable; the one "
+        "next to the models folder is read anyway, as ComfyUI does)",
+    )
+
+
+def extra_model_paths_file(text: str) -> Path:
+    """An extra_model_paths.yaml that must read, or a usage error naming the problem."""
+    from nodes.flux.formats.discovery import ExtraModelPathsError, read_extra_model_paths
+
+    try:
+        read_extra_model_paths(text)
+    except ExtraModelPathsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return Path(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,7 +155,32 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="after this, a request body must arrive at 16 KiB/s on average, else 408 (default 30)",
     )
+    p.add_argument(
+        "--frontend",
+        choices=("fluxloom", "comfyui"),
+        default="fluxloom",
+        help="web UI at /: fluxloom's canvas (default) or the official ComfyUI frontend "
+        "(needs the extra: pip install 'fluxloom[comfyui]')",
+    )
     _add_runtime_options(p)
+    _add_queue_options(p, required=False)
+
+    p = sub.add_parser(
+        "worker",
+        help="run prompts from a shared Redis queue (distributed mode, see docs/scale-out.md)",
+        description="Claim prompts from the queue that `fluxloom serve --queue` front ends fill, "
+        "run them with the models under --models, and report back through the queue.",
+    )
+    p.add_argument("--name", default=None, help="this worker's name on the queue (default: HOST-PID)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("worker-data"),
+        metavar="DIR",
+        help="the worker's own input/output/temp folders (default: ./worker-data)",
+    )
+    _add_runtime_options(p)
+    _add_queue_options(p, required=True)
 
     p = sub.add_parser(
         "run",
@@ -180,16 +235,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("class_type", nargs="?", metavar="CLASS")
     p.add_argument("--json", action="store_true", help="print /object_info JSON")
-    p.add_argument("--models", type=Path, default=Path("models"), metavar="DIR")
+    _add_model_folder_options(p)
 
     p = sub.add_parser(
         "demo-model",
         help="write the tiny random demo FLUX model",
         description="Build the tiny random FLUX pipeline (images are noise) into "
-        "MODELS/diffusers/fluxloom-demo.",
+        "MODELS/diffusers/fluxloom-demo; with --format comfyui, also as ComfyUI's single files "
+        "(diffusion_models/, text_encoders/, vae/, checkpoints/, loras/, a GGUF Q8_0).",
     )
     p.add_argument("--models", type=Path, default=Path("models"), metavar="DIR")
     p.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    p.add_argument(
+        "--format",
+        choices=("diffusers", "comfyui"),
+        default="diffusers",
+        help="diffusers: the pipeline folder; comfyui: the folder and ComfyUI's single files",
+    )
     return parser
 
 
@@ -204,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": cmd_run,
         "nodes": cmd_nodes,
         "serve": cmd_serve,
+        "worker": cmd_worker,
         "queue": cmd_queue,
         "demo-model": cmd_demo_model,
     }
@@ -216,6 +279,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve_main(args)
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from server.distributed.remote_worker import worker_main
+
+    return worker_main(args)
+
+
 def cmd_queue(args: argparse.Namespace) -> int:
     from server.client import queue_main
 
@@ -225,27 +294,21 @@ def cmd_queue(args: argparse.Namespace) -> int:
 def cmd_demo_model(args: argparse.Namespace) -> int:
     from nodes.flux.demo import demo_model_main
 
-    return demo_model_main(args)
+    code = demo_model_main(args)
+    if code == 0 and args.format == "comfyui":
+        from nodes.flux.demo_files import ensure_demo_files
 
-
-def runtime_config(args: argparse.Namespace, **dirs: Path):
-    from server.runtime import RuntimeConfig
-
-    return RuntimeConfig(
-        models_dir=args.models,
-        vram_budget_bytes=args.vram_budget,
-        ram_budget_bytes=args.ram_budget,
-        cache_budget_bytes=args.cache_budget,
-        **dirs,
-    )
+        for path in ensure_demo_files(args.models, force=args.force).values():
+            print(path)
+    return code
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Prepare the workflow as the server would, run it here with progress bars, print the files."""
-    from server.runtime import create_runtime
+    from server.runtime import config_from_args, create_runtime
 
     try:
-        rt = create_runtime(runtime_config(args, output_dir=args.output_dir, input_dir=args.input_dir))
+        rt = create_runtime(config_from_args(args, output_dir=args.output_dir, input_dir=args.input_dir))
     except OSError as exc:  # e.g. --output-dir or --models names a file, or is not writable
         print(f"fluxloom run: cannot set up the folders: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -396,7 +459,9 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     from nodes.base import NodeEnv
 
     registry = nodes.load_all()
-    info = registry.object_info(NodeEnv(models_dir=args.models))
+    info = registry.object_info(
+        NodeEnv(models_dir=args.models, extra_model_paths=tuple(args.extra_model_paths))
+    )
     if args.class_type:
         if args.class_type not in info:
             print(f"no node type {args.class_type!r}; known: {', '.join(sorted(info))}", file=sys.stderr)

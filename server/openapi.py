@@ -155,6 +155,173 @@ HISTORY_PAGE = (
     "The server keeps the latest 10,000 (--max-history)."
 )
 
+JOB_ID = _path("job_id", "the prompt id")
+USERDATA_FILE = _path(
+    "file", "path under the user's folder, URL-encoded as one segment (workflows%2FNAME.json)"
+)
+USERDATA_WRITE = [
+    _query("overwrite", "false: refuse an existing file with 409 (default true)"),
+    _query("full_info", "true: answer {path, size, modified, created} instead of the path"),
+]
+TEXT_OR_JSON = {"200": {"description": "the file", "content": {"*/*": {}}}}
+
+# The routes the official ComfyUI frontend calls (--frontend comfyui), in ComfyUI's shapes.
+FRONTEND_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/api/jobs"): {
+        "summary": "ComfyUI's jobs list {jobs: [{id, status, priority, create_time, outputs_count, "
+        "preview_output, ...}], pagination: {offset, limit, total, has_more}}",
+        "parameters": [
+            _query("status", "comma-separated: pending, in_progress, completed, failed, cancelled"),
+            _query("workflow_id", "only jobs of this UI workflow id"),
+            _query("sort_by", "created_at (default) or execution_duration"),
+            _query("sort_order", "desc (default) or asc"),
+            _query("limit", "page size", kind="integer"),
+            _query("offset", "jobs to skip", kind="integer"),
+        ],
+        "responses": {**JSON_OK, "400": _json(OBJ, "bad filter: {error}")},
+    },
+    ("POST", "/api/jobs/cancel"): {
+        "summary": "Cancel jobs {job_ids: [...]} (pending: dropped, running: interrupted) → {cancelled}",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": OBJ}}},
+        "responses": {**JSON_OK, "400": _json(OBJ, "job_ids is not a list of strings")},
+    },
+    ("GET", "/api/jobs/{job_id}"): {
+        "summary": "ComfyUI's job detail: the list entry plus workflow {prompt, extra_data}, outputs, "
+        "execution_status",
+        "parameters": [JOB_ID],
+        "responses": {**JSON_OK, "404": _json(OBJ, "unknown job: {error}")},
+    },
+    ("POST", "/api/jobs/{job_id}/cancel"): {
+        "summary": "Cancel one job → {cancelled} (a finished or unknown job: false)",
+        "parameters": [JOB_ID],
+        "responses": JSON_OK,
+    },
+    ("GET", "/users"): {"summary": "Single-user mode: {storage: 'server', migrated}", "responses": JSON_OK},
+    ("GET", "/settings"): {"summary": "The user's frontend settings {id: value}", "responses": JSON_OK},
+    ("POST", "/settings"): {
+        "summary": "Merge settings {id: value} into the user's",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": OBJ}}},
+        "responses": JSON_OK,
+    },
+    ("GET", "/settings/{id}"): {
+        "summary": "One setting's value (null when unset)",
+        "parameters": [_path("id", "setting id")],
+        "responses": JSON_OK,
+    },
+    ("POST", "/settings/{id}"): {
+        "summary": "Set one setting (the body is its JSON value)",
+        "parameters": [_path("id", "setting id")],
+        "requestBody": {"required": True, "content": {"application/json": {}}},
+        "responses": JSON_OK,
+    },
+    ("GET", "/userdata"): {
+        "summary": "Files under a user folder (workflows/ is the saved-workflows folder)",
+        "parameters": [
+            _query("dir", "folder under the user's folder", required=True),
+            _query("recurse", "true: also subfolders"),
+            _query("full_info", "true: [{path, size, modified, created}]"),
+            _query("split", "true: [[path, part, part…]]"),
+        ],
+        "responses": {**JSON_OK, "400": _err("no dir"), "404": _err("no such folder")},
+    },
+    ("GET", "/v2/userdata"): {
+        "summary": "Files and folders under a user folder [{name, path, type, size?, modified?}]",
+        "parameters": [_query("path", "folder under the user's folder (default: all)")],
+        "responses": {**JSON_OK, "404": _err("no such folder")},
+    },
+    ("GET", "/userdata/{file}"): {
+        "summary": "A user file (as a download; user.css inline, empty when there is none)",
+        "parameters": [USERDATA_FILE],
+        "responses": {
+            **TEXT_OR_JSON,
+            "403": _err("path leaves the user folder"),
+            "404": _err("no such file"),
+        },
+    },
+    ("POST", "/userdata/{file}"): {
+        "summary": "Write a user file (the raw body); workflows/NAME.json is a saved workflow",
+        "parameters": [USERDATA_FILE, *USERDATA_WRITE],
+        "requestBody": {"required": True, "content": {"*/*": {}}},
+        "responses": {
+            **JSON_OK,
+            "403": _err("path leaves the user folder, or a shipped workflow's name"),
+            "409": _err("exists (overwrite=false)"),
+            "413": _err("too large"),
+        },
+    },
+    ("DELETE", "/userdata/{file}"): {
+        "summary": "Delete a user file",
+        "parameters": [USERDATA_FILE],
+        "responses": {"204": {"description": "deleted"}, "404": _err("no such file")},
+    },
+    ("POST", "/userdata/{file}/move/{dest}"): {
+        "summary": "Move or rename a user file",
+        "parameters": [USERDATA_FILE, _path("dest", "new path, URL-encoded as one segment"), *USERDATA_WRITE],
+        "responses": {**JSON_OK, "404": _err("no such file"), "409": _err("dest exists (overwrite=false)")},
+    },
+    ("GET", "/extensions"): {
+        "summary": "Frontend extension scripts: fluxloom's and custom nodes' WEB_DIRECTORY .js files",
+        "responses": JSON_OK,
+    },
+    ("GET", "/features"): {"summary": "The server's feature flags", "responses": JSON_OK},
+    ("GET", "/i18n"): {"summary": "Custom nodes' translations (none)", "responses": JSON_OK},
+    ("GET", "/global_subgraphs"): {"summary": "Subgraph blueprints (none)", "responses": JSON_OK},
+    ("GET", "/global_subgraphs/{id}"): {
+        "summary": "One subgraph blueprint (null: unknown)",
+        "parameters": [_path("id", "blueprint id")],
+        "responses": JSON_OK,
+    },
+    ("GET", "/embeddings"): {"summary": "Embedding names in models/embeddings", "responses": JSON_OK},
+    ("GET", "/experiment/models"): {
+        "summary": "Model folders [{name, folders, extensions}]",
+        "responses": JSON_OK,
+    },
+    ("GET", "/experiment/models/{folder}"): {
+        "summary": "Model files of a folder [{name, pathIndex, modified, created, size}]",
+        "parameters": [_path("folder", "model folder name (checkpoints, diffusers, vae, …)")],
+        "responses": {**JSON_OK, "404": _err("unknown folder")},
+    },
+    ("GET", "/view_metadata/{folder_name}"): {
+        "summary": "A .safetensors model file's __metadata__",
+        "parameters": [_path("folder_name", "model folder name"), _query("filename", "file", required=True)],
+        "responses": {**JSON_OK, "404": _err("no such file or no metadata")},
+    },
+    ("GET", "/workflow_templates"): {
+        "summary": "Custom nodes' example workflows by module (none)",
+        "responses": JSON_OK,
+    },
+    ("GET", "/templates/{path}"): {
+        "summary": "Templates: index.json, NAME.json (a shipped workflow), NAME-1.png (its thumbnail)",
+        "parameters": [_path("path", "file under /templates")],
+        "responses": {**TEXT_OR_JSON, "404": _err("no such template file")},
+    },
+    ("GET", "/user.css"): {"summary": "The user's stylesheet (empty when none)", "responses": TEXT_OR_JSON},
+    ("GET", "/extensions/{name}/{path}"): {
+        "summary": "A frontend extension's file (custom nodes' WEB_DIRECTORY, fluxloom's web/ext)",
+        "parameters": [_path("name", "extension name (module)"), _path("path", "file in its folder")],
+        "responses": {**TEXT_OR_JSON, "404": _err("no such file")},
+    },
+    ("GET", "/internal/logs"): {
+        "summary": "The server's recent log lines as one string",
+        "responses": JSON_OK,
+    },
+    ("GET", "/internal/logs/raw"): {
+        "summary": "The server's recent log lines {entries: [{t, m}], size: {cols, rows}}",
+        "responses": JSON_OK,
+    },
+    ("PATCH", "/internal/logs/subscribe"): {
+        "summary": "{clientId, enabled}: stream new log lines to that websocket client as `logs` messages",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": OBJ}}},
+        "responses": {**JSON_OK, "400": _err("no clientId")},
+    },
+    ("GET", "/internal/folder_paths"): {"summary": "Model folders {name: [path]}", "responses": JSON_OK},
+    ("GET", "/internal/files/{directory_type}"): {
+        "summary": "File names of the input, output or temp folder, newest first",
+        "parameters": [_path("directory_type", "input, output or temp")],
+        "responses": {**JSON_OK, "400": _json(OBJ, "not input, output or temp: {error}")},
+    },
+}
+
 # (method, path) → operation. Paths are ComfyUI's; each is also served under /api.
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/prompt"): {
@@ -329,6 +496,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         },
     },
     ("GET", "/openapi.json"): {"summary": "This document", "responses": JSON_OK},
+    **FRONTEND_OPERATIONS,
 }
 
 
@@ -337,7 +505,8 @@ def describe(routes: list[tuple[str, str]], version: str = "0.1.0") -> dict[str,
     paths: dict[str, dict[str, Any]] = {}
     for method, path in routes:
         canonical = path.removeprefix("/api") if path.startswith("/api/") else path
-        op = OPERATIONS.get((method, canonical))
+        # A route served only under /api (ComfyUI's jobs API) is described under its own path.
+        op = OPERATIONS.get((method, path)) or OPERATIONS.get((method, canonical))
         if op is None:
             raise KeyError(f"route {method} {path} has no OpenAPI description in server/openapi.py")
         op_id = method.lower() + path.replace("/", "_").replace("{", "").replace("}", "").replace(".", "_")
@@ -349,7 +518,9 @@ def describe(routes: list[tuple[str, str]], version: str = "0.1.0") -> dict[str,
             "title": "fluxloom",
             "version": version,
             "description": "ComfyUI-compatible HTTP API, plus saved workflows, job status and this document. "
-            "Every route is also served under /api. With --token, send 'Authorization: Bearer TOKEN' "
+            "Every route is also served under /api, except fluxloom's /jobs/{prompt_id} (ComfyUI's jobs API "
+            "is /api/jobs) and the static /templates, /extensions and /user.css. "
+            "With --token, send 'Authorization: Bearer TOKEN' "
             "or ?token=TOKEN. A method a path does not serve is a 405 with an Allow header.",
         },
         "components": {

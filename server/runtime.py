@@ -10,6 +10,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nodes
 from nodes.base import NodeEnv, NodeRegistry
@@ -35,6 +36,19 @@ class RuntimeConfig:
     vram_budget_bytes: int | None = None  # None: automatic (free device memory)
     ram_budget_bytes: int | None = None  # None: automatic (a share of system RAM)
     ensure_demo_model: bool = True  # create the demo model when no FLUX model is installed
+    extra_model_paths: tuple[Path, ...] = ()  # ComfyUI extra_model_paths.yaml files
+
+
+def config_from_args(args: Any, **dirs: Path) -> RuntimeConfig:
+    """The runtime settings of `fluxloom serve` / `run` / `worker` from their parsed options."""
+    return RuntimeConfig(
+        models_dir=args.models,
+        extra_model_paths=tuple(args.extra_model_paths),
+        vram_budget_bytes=args.vram_budget,
+        ram_budget_bytes=args.ram_budget,
+        cache_budget_bytes=args.cache_budget,
+        **dirs,
+    )
 
 
 @dataclass
@@ -59,6 +73,7 @@ def create_runtime(config: RuntimeConfig, registry: NodeRegistry | None = None) 
         input_dir=config.input_dir,
         output_dir=config.output_dir,
         temp_dir=config.temp_dir,
+        extra_model_paths=config.extra_model_paths,
     )
     attach_models(env, config)
     executor = Executor(registry, env, OutputCache(config.cache_budget_bytes))
@@ -72,17 +87,18 @@ def attach_models(env: NodeEnv, config: RuntimeConfig) -> None:
     that is there but broken (e.g. a missing dependency) is an error, never silently skipped."""
     try:
         flux = importlib.import_module(FLUX_PROVIDER)
+        importlib.import_module("nodes.flux.offline").enforce()  # no model ever comes from a hub
     except ModuleNotFoundError as exc:
         if exc.name != FLUX_PROVIDER:
             raise
         return
     env.models = ModelManager(
-        flux.flux_model_provider(env.models_dir),
+        flux.flux_model_provider(env),
         vram_budget=config.vram_budget_bytes,
         ram_budget=config.ram_budget_bytes,
     )
     if config.ensure_demo_model:
-        flux.ensure_some_model(env.models_dir)
+        flux.ensure_some_model(env)
     ensure_example_input(env.input_dir)
     env.prompt_hooks.append(flux.substitute_demo_model)
 

@@ -415,3 +415,62 @@ class PromptStore:
         with self._lock:
             if self._scalar("SELECT COUNT(*) FROM prompts WHERE status=?", PENDING) == 0:
                 self.changed.wait(timeout)
+
+    # --- jobs (ComfyUI's /api/jobs) -----------------------------------------------------------
+
+    # When a prompt started running: the timestamp (ms) of its recorded execution_start message.
+    _STARTED_MS = (
+        "(SELECT json_extract(m.value, '$[1].timestamp')"
+        " FROM json_each(COALESCE(prompts.messages, '[]')) AS m"
+        " WHERE json_extract(m.value, '$[0]') = 'execution_start' LIMIT 1)"
+    )
+    _JOB_ORDER = {
+        "created_at": "created",
+        "execution_duration": f"COALESCE(CAST(finished * 1000 AS INTEGER) - {_STARTED_MS}, 0)",
+    }
+
+    def jobs(
+        self,
+        statuses: list[str],
+        workflow_id: str | None = None,
+        sort_by: str = "created_at",
+        descending: bool = True,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of prompts in the given store statuses and their total count, without the
+        prompt bodies (a list of jobs stays small): prompt_id, number, status, created, finished,
+        started_ms, workflow_id, result, messages, error."""
+        marks = ",".join("?" * len(statuses))
+        where = f"status IN ({marks})"
+        args: list[Any] = list(statuses)
+        if workflow_id is not None:
+            where += " AND json_extract(extra_data, '$.extra_pnginfo.workflow.id') = ?"
+            args.append(workflow_id)
+        direction = "DESC" if descending else "ASC"
+        order = f"{self._JOB_ORDER[sort_by]} {direction}, number {direction}"
+        with self._lock:
+            total = self._db.execute(f"SELECT COUNT(*) FROM prompts WHERE {where}", args).fetchone()[0]
+            rows = self._db.execute(
+                "SELECT prompt_id, number, status, created, finished, result, messages, error,"
+                f" {self._STARTED_MS} AS started_ms,"
+                " json_extract(extra_data, '$.extra_pnginfo.workflow.id') AS workflow_id"
+                f" FROM prompts WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+                (*args, -1 if limit is None else limit, offset),
+            ).fetchall()
+        return [_job_summary(r) for r in rows], total
+
+
+def _job_summary(r: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "prompt_id": r["prompt_id"],
+        "number": r["number"],
+        "status": r["status"],
+        "created": r["created"],
+        "finished": r["finished"],
+        "started_ms": r["started_ms"],
+        "workflow_id": r["workflow_id"],
+        "result": json.loads(r["result"]) if r["result"] else {},
+        "messages": json.loads(r["messages"]) if r["messages"] else [],
+        "error": json.loads(r["error"]) if r["error"] else None,
+    }

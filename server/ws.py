@@ -78,10 +78,12 @@ class Hub:
     def __init__(
         self,
         status: Callable[[], dict[str, Any]],
+        features: Callable[[], dict[str, Any]] | None = None,
         outbox_bytes: int = DEFAULT_OUTBOX_BYTES,
         close_grace: float = DEFAULT_CLOSE_GRACE,
     ) -> None:
         self._status = status  # builds the `status` payload (queue_remaining)
+        self._features = features  # the server's feature flags, for ComfyUI's `feature_flags` handshake
         self.outbox_bytes = outbox_bytes
         self.close_grace = close_grace
         self._closing: set[asyncio.Future] = set()
@@ -122,9 +124,13 @@ class Hub:
         self._clients.setdefault(client_id, set()).add(ws)
         sender = asyncio.ensure_future(box.send_all())
         try:
+            first = True
             async for msg in ws:  # clients may send; nothing they send changes state
                 if msg.type == WSMsgType.ERROR:
                     break
+                if first and msg.type == WSMsgType.TEXT:
+                    self._answer_feature_flags(msg.data, box)
+                first = False
         finally:
             # First forget the connection (this block may be cancelled at its first await when
             # the peer is gone), then stop its sender, which may wait on a socket nobody reads.
@@ -137,6 +143,18 @@ class Hub:
                     del self._clients[client_id]
             sender.cancel()
         return ws
+
+    def _answer_feature_flags(self, text: str, box: Outbox) -> None:
+        """ComfyUI's handshake: a client whose first message is `feature_flags` gets the
+        server's flags back (the official frontend waits for them)."""
+        if self._features is None:
+            return
+        try:
+            kind = json.loads(text).get("type")
+        except (ValueError, AttributeError):
+            return
+        if kind == "feature_flags" and not box.dropped:
+            box.put(self._encode("feature_flags", self._features()))
 
     @staticmethod
     def _encode(event: str, data: dict[str, Any]) -> str:

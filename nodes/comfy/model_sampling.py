@@ -27,8 +27,8 @@ FLUX_DEV_SHIFT = 1.15  # ModelSamplingFlux's default: FLUX.1-dev's mu when nothi
 FLUX_SCHNELL_SHIFT = 1.0  # FLUX.1-schnell: ModelSamplingDiscreteFlow(shift=1, multiplier=1)
 
 # ComfyUI's latent_formats.Flux: a LATENT holds raw VAE latents, the model sees them scaled.
-LATENT_SCALE = 0.3611
-LATENT_SHIFT = 0.1159
+LATENT_SCALE = fm.LATENT_SCALE
+LATENT_SHIFT = fm.LATENT_SHIFT
 
 
 def flux_time_shift(mu: float, t):

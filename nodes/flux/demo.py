@@ -1,7 +1,8 @@
 """A random FLUX.1 pipeline built offline: the demo model, and the models tests and benchmarks load.
 
 `build_tiny_flux` writes a complete diffusers pipeline folder (model_index.json, scheduler,
-CLIP + tokenizer, T5 + tokenizer, transformer, 16-channel VAE) that `FluxPipeline.from_pretrained`
+CLIP + tokenizer, T5 + tokenizer, transformer, 16-channel VAE; the tokenizers and vocabulary
+sizes are FLUX.1's real ones, shipped in nodes/flux/assets) that `FluxPipeline.from_pretrained`
 loads like a FLUX.1-dev snapshot. Its weights are random, so its images are noise; what it proves
 is that every part of fluxloom (loaders, quantization, offloading, sampling, decoding) runs end to
 end on a machine without the real 30 GB of weights. The same seed gives the same files.
@@ -12,10 +13,11 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import string
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from nodes.flux import assets
 
 DEMO_NAME = "fluxloom-demo"
 # Written into the folder: the sizes and seed it was built with (benchmarks check it before
@@ -60,11 +62,12 @@ class Preset:
 
 PRESETS = {
     # Runs the default 1024x1024, 20-step workflow on a 2-core CPU in seconds. Widths are
-    # multiples of 64 so that every quantization backend (nf4 needs that on the CPU) applies.
+    # multiples of 64 so that every quantization backend (nf4 needs that on the CPU) applies;
+    # CLIP heads are 64 wide, as CLIP-L's (single-file loaders infer the head count from that).
     "tiny": Preset(
         clip_hidden=64,
         clip_layers=2,
-        clip_heads=2,
+        clip_heads=1,
         t5_d_model=64,
         t5_d_ff=128,
         t5_layers=2,
@@ -98,61 +101,18 @@ PRESETS = {
 }
 
 
-# --- tokenizers, built without the hub ------------------------------------------------------
-
-
-def _byte_alphabet() -> list[str]:
-    """The 256 printable characters byte-level BPE uses for raw bytes (GPT-2/CLIP scheme):
-    printable Latin-1 bytes stand for themselves, the others are shifted above 255."""
-    keep = set(range(33, 127)) | set(range(161, 173)) | set(range(174, 256))
-    chars, shifted = [], 0
-    for b in range(256):
-        if b in keep:
-            chars.append(chr(b))
-        else:
-            chars.append(chr(256 + shifted))
-            shifted += 1
-    return chars
-
-
-# A few merges so that common words become single tokens, as in a real vocabulary.
-_CLIP_MERGES = [
-    ("t", "h"),
-    ("th", "e</w>"),
-    ("a", "t</w>"),
-    ("c", "at</w>"),
-    ("o", "n</w>"),
-    ("i", "n"),
-    ("in", "g</w>"),
-]
+# --- tokenizers: the real ones, shipped with fluxloom ---------------------------------------
 
 
 def build_clip_tokenizer():
-    from transformers import CLIPTokenizer
-
-    vocab: dict[str, int] = {}
-    for c in _byte_alphabet():
-        vocab[c] = len(vocab)
-    for c in _byte_alphabet():
-        vocab[c + "</w>"] = len(vocab)
-    for a, b in _CLIP_MERGES:
-        vocab[a + b] = len(vocab)
-    # The special tokens come last, as in CLIP's own vocabulary.
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=list(_CLIP_MERGES), model_max_length=77)
+    """CLIP-L's real tokenizer (49,408 tokens), so that a demo text encoder written as a single
+    file works with the tokenizer fluxloom ships for single files."""
+    return assets.clip_tokenizer()
 
 
 def build_t5_tokenizer():
-    from transformers import T5TokenizerFast
-
-    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    for c in string.ascii_letters + string.digits + string.punctuation:
-        pieces.append(("▁" + c, -5.0))
-        pieces.append((c, -6.0))
-    for word in ("a", "the", "cat", "dog", "sign", "hello", "world", "photo", "of"):
-        pieces.append(("▁" + word, -3.0))
-    return T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=512)
+    """T5-XXL's real tokenizer (32,100 pieces; the demo T5 has T5's 32,128 embedding rows)."""
+    return assets.t5_tokenizer()
 
 
 # --- components -----------------------------------------------------------------------------
@@ -181,7 +141,7 @@ def _t5(p: Preset, tokenizer):
     from transformers import T5Config, T5EncoderModel
 
     config = T5Config(
-        vocab_size=len(tokenizer),
+        vocab_size=max(len(tokenizer), assets.T5_VOCAB_SIZE),  # T5's 32,128 rows for 32,100 pieces
         d_model=p.t5_d_model,
         d_kv=p.t5_d_model // p.t5_heads,
         d_ff=p.t5_d_ff,

@@ -77,8 +77,13 @@ def clip_pooled(loaded, prompt: str) -> torch.Tensor:
 
 def t5_embeds(loaded, prompt: str, max_sequence_length: int) -> torch.Tensor:
     """T5's last hidden state [1, L, D] for a prompt padded/truncated to L tokens."""
-    module, tokenizer = loaded.module, loaded.tokenizer
-    ids = _tokens(tokenizer, prompt, max_sequence_length, "T5")
+    return t5_hidden_states(loaded, _tokens(loaded.tokenizer, prompt, max_sequence_length, "T5"))
+
+
+def t5_hidden_states(loaded, ids: torch.Tensor) -> torch.Tensor:
+    """T5's last hidden state [1, L, D] for token ids [1, L] (no attention mask, as FluxPipeline
+    and ComfyUI both run it), in T5's dtype."""
+    module = loaded.module
     out = module(ids.to(loaded.device), output_hidden_states=False)[0]
     return out.to(dtype=module.dtype)
 

@@ -7,32 +7,28 @@ from __future__ import annotations
 from pathlib import Path
 
 from nodes.base import Combo, Input, NodeContext, Output, node
+from nodes.flux import catalog
 from nodes.flux import quantization as q
 from nodes.flux.handles import ModelHandle
-from nodes.flux.sources import (
-    DTYPE_CHOICES,
-    PARTS,
-    ModelSourceError,
-    check_loadable,
-    source_choices,
-    source_path,
-)
+from nodes.flux.sources import DTYPE_CHOICES, check_loadable
 from nodes.flux.types import CLIP_L, FLUX_MODEL, T5, VAE
 
 LOADER_TYPES = ("LoadCLIP", "LoadT5-8bit", "LoadFluxTransformer", "LoadVAE")
 CATEGORY = "flux/loaders"
 
 
-def _sources(kind: str):
-    """Combo choices: the installed pipelines that have this loader's part."""
-    return lambda env: source_choices(env, kind)
+def sources(kind: str):
+    """Combo choices: the installed pipelines that have this loader's part, and the single files
+    that hold it (nodes/flux/catalog.py)."""
+    return lambda env: catalog.source_choices(env, kind)
 
 
 def _source_input(kind: str) -> Input:
     return Input(
         "source",
-        Combo(choices=_sources(kind)),
-        tooltip="a diffusers FLUX pipeline folder under MODELS/diffusers/ (e.g. FLUX.1-dev)",
+        Combo(choices=sources(kind)),
+        tooltip="a diffusers FLUX pipeline folder under MODELS/diffusers/ (e.g. FLUX.1-dev), or a "
+        "single file in ComfyUI's model folders (e.g. diffusion_models/flux1-dev.safetensors)",
     )
 
 
@@ -52,14 +48,13 @@ def _quant_input() -> Input:
     )
 
 
-def _handle(ctx: NodeContext, kind: str, source: str, quantization: str, dtype: str) -> ModelHandle:
-    path = source_path(ctx.env.models_dir, source)
-    if not (path / PARTS[kind].subfolder).is_dir():
-        raise ModelSourceError(f"model {source!r} has no {PARTS[kind].subfolder}/ folder, so no {kind}")
+def model_handle(ctx: NodeContext, kind: str, source: str, quantization: str, dtype: str) -> ModelHandle:
+    """The handle a loader outputs, after the cheap checks (the file or folder is there and has
+    the part, the quantization applies), so that an impossible choice fails in the loader,
+    naming it, rather than later inside the node that first uses the model."""
+    path = catalog.source_path(ctx.env, source, kind)
     device = ctx.env.models.device if ctx.env.models is not None else None
-    if device is not None:
-        # Fail here, naming the loader, rather than later inside the node that first uses it.
-        check_loadable(Path(path), kind, quantization, device)
+    check_loadable(Path(path), kind, quantization, device)
     return ModelHandle(kind=kind, source=source, path=str(path), quantization=quantization, dtype=dtype)
 
 
@@ -72,7 +67,7 @@ def _handle(ctx: NodeContext, kind: str, source: str, quantization: str, dtype: 
     outputs=[Output(CLIP_L, "clip")],
 )
 def load_clip(ctx: NodeContext, source: str, dtype: str) -> tuple[ModelHandle]:
-    return (_handle(ctx, "CLIP", source, q.NONE, dtype),)
+    return (model_handle(ctx, "CLIP", source, q.NONE, dtype),)
 
 
 @node(
@@ -84,7 +79,7 @@ def load_clip(ctx: NodeContext, source: str, dtype: str) -> tuple[ModelHandle]:
     outputs=[Output(T5, "t5")],
 )
 def load_t5(ctx: NodeContext, source: str, quantization: str, dtype: str) -> tuple[ModelHandle]:
-    return (_handle(ctx, "T5", source, quantization, dtype),)
+    return (model_handle(ctx, "T5", source, quantization, dtype),)
 
 
 @node(
@@ -96,7 +91,7 @@ def load_t5(ctx: NodeContext, source: str, quantization: str, dtype: str) -> tup
     outputs=[Output(FLUX_MODEL, "model")],
 )
 def load_flux_transformer(ctx: NodeContext, source: str, quantization: str, dtype: str) -> tuple[ModelHandle]:
-    return (_handle(ctx, "FLUX_MODEL", source, quantization, dtype),)
+    return (model_handle(ctx, "FLUX_MODEL", source, quantization, dtype),)
 
 
 @node(
@@ -108,4 +103,4 @@ def load_flux_transformer(ctx: NodeContext, source: str, quantization: str, dtyp
     outputs=[Output(VAE, "vae")],
 )
 def load_vae(ctx: NodeContext, source: str, dtype: str) -> tuple[ModelHandle]:
-    return (_handle(ctx, "VAE", source, q.NONE, dtype),)
+    return (model_handle(ctx, "VAE", source, q.NONE, dtype),)

@@ -62,6 +62,17 @@ class ShiftConfig:
         path = Path(folder) / "scheduler" / "scheduler_config.json"
         return cls.from_file(path) if path.is_file() else cls()
 
+    @classmethod
+    def for_model(cls, path: Path | str, guidance_embeds: bool) -> ShiftConfig:
+        """The schedule of a loaded transformer: its pipeline's scheduler config, or for a single
+        file (which has none) FLUX.1-dev's or -schnell's published one, by whether the model has
+        a guidance embedding (dev) or not (schnell)."""
+        if Path(path).is_dir():
+            return cls.for_pipeline(path)
+        from nodes.flux.assets import config_dir
+
+        return cls.for_pipeline(config_dir("flux1-dev" if guidance_embeds else "flux1-schnell"))
+
 
 # --- schedule -------------------------------------------------------------------------------
 

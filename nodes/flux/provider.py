@@ -1,5 +1,6 @@
 """The FLUX model policy the engine's generic model manager is given at start-up: how a
-`ModelHandle` is loaded and sized, whether only the demo model is installed, writing the demo
+`ModelHandle` is loaded and sized (a diffusers pipeline folder, or a single file in any format of
+nodes/flux/formats, with its LoRAs), whether only the demo model is installed, writing the demo
 model on a machine with no FLUX model, and pointing workflows at it there."""
 
 from __future__ import annotations
@@ -10,72 +11,118 @@ from pathlib import Path
 import torch
 
 from nodes.base import LoadedModel, ModelProvider, NodeEnv
-from nodes.flux.demo import DEMO_NAME, ensure_demo_model
+from nodes.flux import catalog
+from nodes.flux.demo import ensure_demo_model
+from nodes.flux.demo_files import ensure_demo_files
 from nodes.flux.handles import ModelHandle
-from nodes.flux.loaders import LOADER_TYPES
-from nodes.flux.sources import (
-    PARTS,
-    estimate_bytes,
-    find_pipelines,
-    has_single_files,
-    load_part,
-    resolve_dtype,
-)
+from nodes.flux.sources import PARTS, estimate_bytes, load_part, resolve_dtype
 
 log = logging.getLogger("fluxloom.models")
 
+# Inputs that name a model: (class_type, input) → the kind of model. "TEXT_ENCODER" is a
+# ComfyUI CLIP loader's input, which takes CLIP-L or T5 (told apart by the name when the demo
+# stands in). Packages with their own loaders add theirs (nodes/comfy/loaders.py).
+MODEL_INPUTS: dict[tuple[str, str], str] = {
+    ("LoadCLIP", "source"): "CLIP",
+    ("LoadT5-8bit", "source"): "T5",
+    ("LoadFluxTransformer", "source"): "FLUX_MODEL",
+    ("LoadVAE", "source"): "VAE",
+    ("LoadLoRA", "lora"): "LORA",
+}
+TEXT_ENCODER = "TEXT_ENCODER"
+
 
 def load_handle(handle: ModelHandle, device: torch.device) -> LoadedModel:
-    """Read one part of a diffusers pipeline folder onto `device`."""
-    loaded = load_part(Path(handle.path), handle.kind, handle.quantization, handle.dtype, device)
-    return LoadedModel(module=loaded.module, tokenizer=loaded.tokenizer, device=device, dtype=loaded.dtype)
+    """Read one model part onto `device`, then apply its LoRAs."""
+    path = Path(handle.path)
+    if path.is_dir():
+        loaded = load_part(path, handle.kind, handle.quantization, handle.dtype, device)
+        module, tokenizer, dtype = loaded.module, loaded.tokenizer, loaded.dtype
+    else:
+        module, tokenizer = _load_file(handle, device)
+        dtype = module.dtype
+        module.eval()  # as load_part: eval() only (see its comment on requires_grad)
+    if handle.loras:
+        from nodes.flux.lora import apply_loras
+
+        apply_loras(module, [(Path(f), strength) for f, strength, _ in handle.loras], dtype)
+    return LoadedModel(module=module, tokenizer=tokenizer, device=device, dtype=dtype)
+
+
+def _load_file(handle: ModelHandle, device: torch.device) -> tuple[torch.nn.Module, object | None]:
+    from nodes.flux import formats
+    from nodes.flux.formats.text_encoders import load_text_encoder_file
+
+    path = Path(handle.path)
+    if handle.kind == "FLUX_MODEL":
+        return formats.load_transformer_file(path, handle.quantization, handle.dtype, device), None
+    if handle.kind == "VAE":
+        return formats.load_vae_file(path, handle.dtype, device), None
+    return load_text_encoder_file(path, handle.kind, handle.quantization, handle.dtype, device)
 
 
 def estimate_handle(handle: ModelHandle, device: torch.device) -> int:
-    """Bytes the part will take once loaded, read from its safetensors headers."""
-    folder = Path(handle.path) / PARTS[handle.kind].subfolder
-    return estimate_bytes(folder, resolve_dtype(handle.dtype, device, folder), handle.quantization)
+    """Bytes the part will take once loaded, read from headers alone (LoRA branches on quantized
+    layers add about their files' size)."""
+    path = Path(handle.path)
+    if path.is_dir():
+        folder = path / PARTS[handle.kind].subfolder
+        size = estimate_bytes(folder, resolve_dtype(handle.dtype, device, folder), handle.quantization)
+    elif handle.kind in ("FLUX_MODEL", "VAE"):
+        from nodes.flux.formats import estimate_file_bytes
+
+        part = "vae" if handle.kind == "VAE" else "transformer"
+        size = estimate_file_bytes(path, handle.quantization, handle.dtype, device, part=part)
+    else:
+        from nodes.flux.formats.text_encoders import estimate_text_encoder_bytes
+
+        size = estimate_text_encoder_bytes(path, handle.kind, handle.quantization, handle.dtype)
+    if handle.quantization != "none":
+        size += sum(Path(f).stat().st_size for f, _, _ in handle.loras if Path(f).is_file())
+    return size
 
 
-def any_model_installed(models_dir: Path | str) -> bool:
-    return bool(find_pipelines(models_dir)) or has_single_files(models_dir)
+def flux_model_provider(env: NodeEnv) -> ModelProvider:
+    return ModelProvider(load=load_handle, estimate=estimate_handle, demo_only=lambda: catalog.demo_only(env))
 
 
-def demo_only(models_dir: Path | str) -> bool:
-    """The one rule for "only the demo model is installed" (the canvas and the API say it from here)."""
-    return set(find_pipelines(models_dir)) == {DEMO_NAME} and not has_single_files(models_dir)
-
-
-def flux_model_provider(models_dir: Path | str) -> ModelProvider:
-    return ModelProvider(load=load_handle, estimate=estimate_handle, demo_only=lambda: demo_only(models_dir))
-
-
-def ensure_some_model(models_dir: Path | str) -> None:
-    """Write the demo model when no FLUX model is installed at all, so a new machine runs."""
-    if not any_model_installed(models_dir):
-        log.info(
-            "no FLUX model found under %s; creating the demo model (random weights, images are noise)",
-            models_dir,
-        )
-        ensure_demo_model(Path(models_dir))
+def ensure_some_model(env: NodeEnv) -> None:
+    """On a machine with no FLUX model at all, write the demo model (a pipeline folder, and the
+    same weights as ComfyUI single files so that ComfyUI's templates run too)."""
+    if catalog.any_model_installed(env):
+        return
+    log.info(
+        "no FLUX model found under %s; creating the demo model (random weights, images are noise)",
+        env.models_dir,
+    )
+    ensure_demo_model(Path(env.models_dir))
+    ensure_demo_files(Path(env.models_dir))
 
 
 def substitute_demo_model(prompt: dict, env: NodeEnv) -> list[str]:
     """Prompt hook: when a loader names a model that is not installed and the only installed
     FLUX model is the demo, point the loader at the demo and say so. With any real model
     installed nothing is rewritten, and validation lists the installed choices."""
-    if not demo_only(env.models_dir):
+    if not catalog.demo_only(env):
         return []
     warnings: list[str] = []
+    offered: dict[str, list[str]] = {}
     for node in prompt.values():
-        if not isinstance(node, dict) or node.get("class_type") not in LOADER_TYPES:
+        if not isinstance(node, dict) or not isinstance(node.get("inputs"), dict):
             continue
-        inputs = node.get("inputs")
-        source = inputs.get("source") if isinstance(inputs, dict) else None
-        if isinstance(source, str) and source != DEMO_NAME:
-            inputs["source"] = DEMO_NAME
+        for (class_type, name), kind in MODEL_INPUTS.items():
+            value = node["inputs"].get(name)
+            if node.get("class_type") != class_type or not isinstance(value, str):
+                continue
+            if kind == TEXT_ENCODER:
+                kind = "T5" if "t5" in value.lower() else "CLIP"
+            choices = offered.setdefault(kind, catalog.source_choices(env, kind))
+            demo = catalog.demo_source(env, kind)
+            if value in choices or demo is None:
+                continue
+            node["inputs"][name] = demo
             message = (
-                f"source '{source}' is not installed; using the demo model {DEMO_NAME} "
+                f"{name} '{value}' is not installed; using the demo model {demo} "
                 "(random weights: images are noise)"
             )
             if message not in warnings:

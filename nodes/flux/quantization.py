@@ -33,6 +33,13 @@ NONE = "none"
 CHOICES = (INT8_BNB, NF4_BNB, INT8_TORCHAO, NONE)
 DEFAULT = INT8_BNB
 BNB_CHOICES = (INT8_BNB, NF4_BNB)
+# ComfyUI's UNETLoader weight_dtype: Linear weights cast to fp8 when loaded and kept 8-bit, cast
+# back per layer at compute (formats/fp8.py). Transformer only; not in the loader nodes' combos.
+FP8_E4M3 = "fp8 e4m3fn"
+FP8_E5M2 = "fp8 e5m2"
+FP8_CHOICES = (FP8_E4M3, FP8_E5M2)
+# Bytes per weight value of a quantized Linear, for size estimates before loading (None: as stored).
+BYTES_PER_WEIGHT = {INT8_BNB: 1.0, INT8_TORCHAO: 1.0, NF4_BNB: 0.5, FP8_E4M3: 1.0, FP8_E5M2: 1.0}
 
 # bitsandbytes' int8 matmul casts fp32/bf16 activations to fp16 (documented in docs/models.md)
 # and says so on every call, through warnings or logging depending on the version.
@@ -45,7 +52,7 @@ class QuantizationError(RuntimeError):
 
 
 def check_choice(choice: str) -> None:
-    if choice not in CHOICES:
+    if choice not in CHOICES and choice not in FP8_CHOICES:
         raise QuantizationError(f"unknown quantization {choice!r}; choose one of: {', '.join(CHOICES)}")
 
 
@@ -107,7 +114,7 @@ def streams_on(choice: str, device: torch.device) -> bool:
     bitsandbytes and torchao on the CPU. (Loading the whole model first, as diffusers does before
     quantizing there, would touch every full-precision weight of the memory-mapped checkpoint, so
     the peak would be the unquantized size plus the quantized one.)"""
-    return device.type != "cuda" and choice in (INT8_BNB, NF4_BNB, INT8_TORCHAO)
+    return choice in FP8_CHOICES or (device.type != "cuda" and choice in (INT8_BNB, NF4_BNB, INT8_TORCHAO))
 
 
 def quantized_linear(
@@ -123,6 +130,11 @@ def quantized_linear(
     quantized with `choice` (nf4 needs in-features that are a multiple of 64 on the CPU)."""
     if choice == NF4_BNB and in_features % 64 != 0:
         return None
+    if choice in FP8_CHOICES:
+        from nodes.flux.formats.fp8 import fp8_linear
+
+        fp8 = torch.float8_e4m3fn if choice == FP8_E4M3 else torch.float8_e5m2
+        return fp8_linear(weight.to(device=device, dtype=fp8), None, bias, compute_dtype)
     bias_param = None if bias is None else torch.nn.Parameter(bias.to(compute_dtype), requires_grad=False)
     if choice == INT8_TORCHAO:
         from torchao.quantization import quantize_

@@ -212,9 +212,9 @@ def flux_sampler(
 ) -> tuple[dict]:
     check_latent(latent, "FluxSampler")
     settings = SamplerSettings(seed, steps, guidance, true_cfg_scale, denoise)
-    shift = fm.ShiftConfig.for_pipeline(Path(model.path))
     ctx.check_interrupt()
     with torch.no_grad(), ctx.models.use(model) as loaded:
+        shift = fm.ShiftConfig.for_model(Path(model.path), loaded.module.config.guidance_embeds)
         out = sample(
             loaded.module,
             positive=positive,

@@ -5,7 +5,7 @@ The models folder is laid out as ComfyUI's (`diffusers/`, `diffusion_models/`, `
 `vae/`). A diffusers pipeline folder `diffusers/NAME/` (with `model_index.json`, such as a
 FLUX.1-dev snapshot) is offered as NAME by every loader, and each loader reads its own subfolder
 with `subfolder=`, as diffusers' FluxPipeline does. Single-file checkpoints in the other folders
-are not read yet.
+are found by nodes/flux/catalog.py and loaded by nodes/flux/formats.
 """
 
 from __future__ import annotations
@@ -86,35 +86,6 @@ def find_pipelines(models_dir: Path | str) -> dict[str, Path]:
     return found
 
 
-def has_single_files(models_dir: Path | str) -> bool:
-    """Whether diffusion_models/ holds checkpoint files (not loadable yet, but a real model)."""
-    folder = Path(models_dir) / "diffusion_models"
-    return folder.is_dir() and any(p.suffix in (".safetensors", ".gguf", ".sft") for p in folder.iterdir())
-
-
-def source_choices(env: Any, kind: str | None = None) -> list[str]:
-    """Names a loader's `source` combo offers: pipelines that have the loader's subfolder."""
-    models_dir = getattr(env, "models_dir", None)
-    if models_dir is None:
-        return []
-    pipes = find_pipelines(models_dir)
-    if kind is None:
-        return list(pipes)
-    sub = PARTS[kind].subfolder
-    return [name for name, path in pipes.items() if (path / sub).is_dir()]
-
-
-def source_path(models_dir: Path | str, name: str) -> Path:
-    path = find_pipelines(models_dir).get(name)
-    if path is None:
-        installed = ", ".join(find_pipelines(models_dir)) or "none"
-        raise ModelSourceError(
-            f"model {name!r} is not installed under {Path(models_dir) / DIFFUSERS_DIR} "
-            f"(installed: {installed})"
-        )
-    return path
-
-
 # --- sizes and dtypes, read from safetensors headers without loading ------------------------
 
 
@@ -139,7 +110,7 @@ def estimate_bytes(folder: Path, dtype: torch.dtype, quantization: str) -> int:
     """What a component will take once loaded: its tensors at `dtype`, with the 2-D weights of
     quantized layers at 1 byte (int8) or half a byte (nf4) per value. Used to make room on the
     device before loading; the real size is measured after."""
-    per_value = {q.INT8_BNB: 1.0, q.INT8_TORCHAO: 1.0, q.NF4_BNB: 0.5}.get(quantization)
+    per_value = q.BYTES_PER_WEIGHT.get(quantization)
     item = torch.empty((), dtype=dtype).element_size()
     total = 0.0
     for header in _headers(folder):
@@ -224,7 +195,21 @@ def _load_clip(path: Path, part: Part, quantization: str, dtype: torch.dtype, de
 
 
 def _load_t5(path: Path, part: Part, quantization: str, dtype: torch.dtype, device: torch.device) -> Loaded:
-    from transformers import T5EncoderModel, T5TokenizerFast
+    from transformers import T5Config, T5EncoderModel, T5TokenizerFast
+
+    if q.streams_on(quantization, device):
+        # transformers loads every full-precision weight before quantizing on the CPU, so the
+        # 8-bit phase would peak above the unquantized one: read the shards layer by layer and
+        # quantize each Linear as it comes (the single-file loader's code, with the folder's own
+        # config and tokenizer), so the peak is the quantized model plus one layer.
+        from nodes.flux.formats.text_encoders import load_text_encoder_file
+
+        config = T5Config.from_pretrained(path, subfolder=part.subfolder)
+        module, _ = load_text_encoder_file(
+            path / part.subfolder, "T5", quantization, dtype, device, prefix="", config=config
+        )
+        tokenizer = T5TokenizerFast.from_pretrained(path, subfolder=part.tokenizer)
+        return Loaded(module, tokenizer, dtype, f"{quantization} on {device.type}: streamed layer by layer")
 
     config = q.transformers_config(quantization, dtype)
     kwargs: dict[str, Any] = {"dtype": dtype}
@@ -315,11 +300,13 @@ def _quantization_failure(what: str, quantization: str, device: torch.device, ex
     )
 
 
-def check_loadable(path: Path, kind: str, quantization: str, device: torch.device) -> None:
+def check_loadable(path: Path, kind: str, quantization: str, device: torch.device | None) -> None:
     """Cheap checks a loader node makes before any weights are read, so that an impossible
-    choice fails in the loader with a message that says what works instead."""
+    choice fails in the loader with a message that says what works instead. `path` is a
+    pipeline folder or a single file; `device` None (no model manager) skips the device checks."""
     part = PARTS[kind]
-    check_files(path, kind)
+    if path.is_dir():
+        check_files(path, kind)
     q.check_choice(quantization)
     if quantization != q.NONE and not part.quantizable:
         raise q.QuantizationError(f"{kind} is not quantized by fluxloom; use quantization 'none'")
@@ -327,7 +314,8 @@ def check_loadable(path: Path, kind: str, quantization: str, device: torch.devic
         q.require_package("bitsandbytes", quantization)
     elif quantization == q.INT8_TORCHAO:
         q.require_package("torchao", quantization)
-    if quantization == q.NF4_BNB and kind == "T5" and device.type != "cuda":
+    on_cpu = device is not None and device.type != "cuda"
+    if quantization == q.NF4_BNB and kind == "T5" and on_cpu and path.is_dir():
         bad = _linear_in_features_not_64(path / part.subfolder)
         if bad:
             raise q.QuantizationError(

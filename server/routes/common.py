@@ -30,6 +30,7 @@ class AppState:
     data_dir: Path
     web_dir: Path
     limits: Limits = field(default_factory=Limits)
+    cluster: Any = None  # a distributed front end (server/distributed/frontend.py), or None
 
     @property
     def workflows_dir(self) -> Path:

@@ -14,6 +14,7 @@ from urllib.parse import quote
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from server.frontend import frontend_state
 from server.routes.common import AppState, BadRequest, state
 from server.security import UnsafePath, safe_join
 
@@ -29,6 +30,11 @@ STATIC_TYPES = {
     ".svg": "image/svg+xml",
     ".png": "image/png",
     ".woff2": "font/woff2",
+    ".woff": "font/woff",
+    ".ttf": "font/ttf",
+    ".webp": "image/webp",
+    ".ico": "image/x-icon",
+    ".wasm": "application/wasm",
 }
 
 FIELD_LIMIT = 1024  # overwrite, subfolder, type
@@ -60,6 +66,9 @@ async def get_view(request: web.Request) -> web.StreamResponse:
         raise BadRequest("invalid_request", "filename is required")
     folder = _folder(st, request.query.get("type") or "output")
     path = _safe(folder, request.query.get("subfolder", ""), filename)
+    if not path.is_file() and st.cluster is not None:  # a worker's output this front end lacks
+        kind, sub = request.query.get("type") or "output", request.query.get("subfolder", "")
+        path = await asyncio.to_thread(st.cluster.fetch_file, kind, sub, filename) or path
     if not path.is_file():
         raise BadRequest("not_found", f"no file {filename!r}", 404)
     kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
@@ -71,7 +80,39 @@ async def get_view(request: web.Request) -> web.StreamResponse:
         # origin, where it may queue work: anything but raster media is a download.
         headers["Content-Type"] = "application/octet-stream"
         headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(path.name)}"
+    channel, preview = request.query.get("channel", ""), request.query.get("preview", "")
+    if kind.startswith("image/") and kind != "image/svg+xml" and (channel in ("rgb", "a") or preview):
+        body, kind = await asyncio.to_thread(_image_variant, path, channel, preview)
+        return web.Response(body=body, headers={**headers, "Content-Type": kind})
     return web.FileResponse(path, headers=headers)
+
+
+def _image_variant(path: Path, channel: str, preview: str) -> tuple[bytes, str]:
+    """ComfyUI's /view options, which the official frontend uses: `channel=rgb` (no alpha),
+    `channel=a` (the alpha channel alone, as the mask editor reads it), `preview=webp;Q` or
+    `jpeg;Q` (a smaller copy)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise BadRequest("invalid_image", f"{path.name} is not a readable image: {exc}") from None
+    out = io.BytesIO()
+    if preview:
+        fmt, _, quality = preview.partition(";")
+        fmt = fmt if fmt in ("webp", "jpeg") and channel != "a" else "webp"
+        img = img.convert("RGB") if fmt == "jpeg" or channel == "rgb" else img
+        img.save(out, format=fmt, quality=int(quality) if quality.isdigit() else 90)
+        return out.getvalue(), f"image/{fmt}"
+    if channel == "rgb":
+        img.convert("RGB").save(out, format="PNG")
+    else:
+        alpha = img.getchannel("A") if "A" in img.getbands() else Image.new("L", img.size, 255)
+        mask = Image.new("RGBA", img.size)
+        mask.putalpha(alpha)
+        mask.save(out, format="PNG")
+    return out.getvalue(), "image/png"
 
 
 def _check_image(data: bytes, max_pixels: int) -> None:
@@ -185,9 +226,13 @@ async def post_upload_image(request: web.Request) -> web.Response:
 
 
 async def get_static(request: web.Request) -> web.StreamResponse:
-    """web/ at `/` (web/node_modules at /node_modules); anything else is a JSON 404."""
+    """The web frontend at `/` (web/, with web/node_modules at /node_modules, or the official
+    frontend's static site); anything else is a JSON 404."""
+    return await _static_file(request, request.match_info.get("path", ""))
+
+
+async def _static_file(request: web.Request, rel: str) -> web.StreamResponse:
     st = state(request)
-    rel = request.match_info.get("path", "")
     if request.method not in ("GET", "HEAD"):
         raise BadRequest("not_found", f"no route {request.method} {request.path}", 404)
     if rel in ("", "index.html") and not (st.web_dir / "index.html").is_file():
@@ -198,6 +243,10 @@ async def get_static(request: web.Request) -> web.StreamResponse:
         raise BadRequest("not_found", f"no route {request.method} {request.path}", 404) from None
     if path.is_dir():
         path = path / "index.html"
+    return _file_response(request, path)
+
+
+def _file_response(request: web.Request, path: Path) -> web.FileResponse:
     if not path.is_file():
         raise BadRequest("not_found", f"no route {request.method} {request.path}", 404)
     headers = {"Cache-Control": "no-cache"}
@@ -205,3 +254,17 @@ async def get_static(request: web.Request) -> web.StreamResponse:
     if kind is not None:
         headers["Content-Type"] = kind + ("; charset=utf-8" if kind.startswith("text/") else "")
     return web.FileResponse(path, headers=headers)
+
+
+async def get_extension_file(request: web.Request) -> web.StreamResponse:
+    """`/extensions/<name>/<path>`: a frontend extension's file (fluxloom's own, or a custom node
+    module's WEB_DIRECTORY), never outside its folder; other names are the static site's own
+    (the official frontend ships `/extensions/core/...`)."""
+    folder = frontend_state(request).extension_dirs.get(request.match_info["name"])
+    if folder is None:
+        return await _static_file(request, request.path.lstrip("/"))
+    try:
+        path = safe_join(folder, request.match_info["path"])
+    except UnsafePath:
+        raise BadRequest("not_found", f"no route {request.method} {request.path}", 404) from None
+    return _file_response(request, path)

@@ -109,5 +109,8 @@ def system_stats(models: Any) -> dict[str, Any]:
 
 
 async def get_system_stats(request: web.Request) -> web.Response:
-    models = state(request).runtime.models
-    return web.json_response(await asyncio.to_thread(system_stats, models))
+    st = state(request)
+    stats = await asyncio.to_thread(system_stats, st.runtime.models)
+    if st.cluster is not None:  # a distributed front end: the workers and what they hold
+        stats["fluxloom"] = await asyncio.to_thread(st.cluster.stats)
+    return web.json_response(stats)

@@ -42,6 +42,8 @@ async def enqueue(st: AppState, data: Any, body: dict[str, Any], overrides: Any 
         raise BadRequest("invalid_workflow", f"workflow could not be converted: {exc}") from None
     except ValidationError as exc:
         return web.json_response(exc.as_json(), status=400)
+    if st.cluster is not None and (refused := st.cluster.refuse(prepared)):
+        return web.json_response(refused, status=400)  # no live worker has the prompt's models
     if st.store.exists(prompt_id):
         raise BadRequest("duplicate_prompt_id", f"prompt_id {prompt_id!r} is already used")
     client_id = body.get("client_id")
@@ -187,7 +189,10 @@ async def get_job(request: web.Request) -> web.Response:
     if row.status == PENDING:
         job["position"] = st.store.position(prompt_id)
     elif row.status == RUNNING:
-        current = dict(st.runtime.executor.current or {})
+        if st.cluster is not None:
+            current = await asyncio.to_thread(st.cluster.progress, prompt_id)
+        else:
+            current = dict(st.runtime.executor.current or {})
         node = current.get("node")
         info = row.prompt.get(node, {}) if node is not None else {}
         job["node"] = node

@@ -23,7 +23,8 @@ def _modules() -> dict[str, Path]:
 
 
 def _imports(path: Path, name: str, known: dict[str, Path]) -> set[str]:
-    """Project modules a file imports anywhere in it (`from a import b` counts a.b when b is a module)."""
+    """Project modules a file imports anywhere in it (`from a import b` counts a.b when b is a
+    module, else a). A package's parents are not counted: every import starts them."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
@@ -34,8 +35,8 @@ def _imports(path: Path, name: str, known: dict[str, Path]) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, *([base] if base else [])])
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
+            for alias in node.names:  # `from pkg import module` depends on the module; a name, on pkg
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
     return {m for m in found if m in known and m != name}
 
 
@@ -64,4 +65,4 @@ def test_the_checker_sees_imports_inside_functions(tmp_path):
     source = tmp_path / "m.py"
     source.write_text("def f():\n    from server import models\n    import nodes.base\n")
     known = {"server": Path(), "server.models": Path(), "nodes.base": Path()}
-    assert _imports(source, "nodes.m", known) == {"server", "server.models", "nodes.base"}
+    assert _imports(source, "nodes.m", known) == {"server.models", "nodes.base"}

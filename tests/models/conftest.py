@@ -34,7 +34,8 @@ def demo_path(models_dir) -> Path:
 
 def create_manager(models_dir, **budgets):
     """A model manager on the FLUX model policy, as the runtime builds it."""
+    from nodes.base import NodeEnv
     from nodes.flux.provider import flux_model_provider
     from server.models import ModelManager
 
-    return ModelManager(flux_model_provider(models_dir), **budgets)
+    return ModelManager(flux_model_provider(NodeEnv(models_dir=models_dir)), **budgets)

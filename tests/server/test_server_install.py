@@ -48,21 +48,10 @@ def _fresh_venv(root: Path, wheel: Path) -> Path:
         ).stdout.strip()
     )
     (site / "borrowed_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-index",
-            "--prefix",
-            str(venv),
-            str(wheel),
-        ],
-        check=True,
-    )
+    # --target: files into the fresh site-packages only. (--prefix, and --python with a venv of
+    # this same interpreter, make pip uninstall *this* venv's editable fluxloom first.)
+    install = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(site)]
+    subprocess.run([*install, str(wheel)], check=True)
     return venv
 
 
@@ -101,11 +90,11 @@ def test_wheel_serves_canvas_and_workflows_from_any_directory(tmp_path):
     port = free_port()
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen(
-        # The installed console script, run by the fresh venv's python (pip may write another
-        # interpreter into its shebang when both resolve to the same binary).
+        # The installed console script (--target puts it in site-packages/bin), run by the fresh
+        # venv's python: its shebang names the interpreter pip ran under.
         [
             venv / "bin" / "python",
-            venv / "bin" / "fluxloom",
+            _site(venv) / "bin" / "fluxloom",
             "serve",
             "--port",
             str(port),
@@ -132,6 +121,11 @@ def test_wheel_serves_canvas_and_workflows_from_any_directory(tmp_path):
         proc.terminate()
         proc.wait(30)
         log.close()
+
+
+def _site(venv: Path) -> Path:
+    (site,) = (venv / "lib").glob("python3*/site-packages")
+    return site
 
 
 def _get(url: str) -> bytes:

@@ -1,7 +1,10 @@
 """Single-file FLUX model formats: what ComfyUI users have on disk, loaded into the same
 diffusers modules as a diffusers pipeline folder.
 
-Public functions (transformer and VAE; the text encoders are text_encoders.py's):
+Public functions (transformer and VAE here; see also text_encoders.py — `load_text_encoder_file`
+for single-file CLIP-L and T5 with the shipped tokenizers —, detect.py — `detect_file`, what a
+file is, by content — and discovery.py — `find_model_files`, ComfyUI's folders and
+extra_model_paths.yaml):
 
 - `load_transformer_file(path, quantization, dtype, device) -> FluxTransformer2DModel`
   (bfl_transformer.py): BFL or diffusers key layout, bf16/fp16/fp32, fp8 e4m3fn/e5m2, scaled fp8,

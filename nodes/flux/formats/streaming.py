@@ -93,7 +93,7 @@ def estimate_bytes(source, quantization: str, dtype: torch.dtype) -> int:
     """What the part will take once loaded with `quantization` at `dtype`: Linear weights (2-D
     `.weight`s) at 1 byte per value for int8, half for nf4, their stored size when GGUF-quantized
     or fp8 (quantization "none"); everything else at `dtype`."""
-    per_value = {q.INT8_BNB: 1.0, q.INT8_TORCHAO: 1.0, q.NF4_BNB: 0.5}.get(quantization)
+    per_value = q.BYTES_PER_WEIGHT.get(quantization)
     item = torch.empty((), dtype=dtype).element_size()
     total = 0.0
     for key in source.keys():

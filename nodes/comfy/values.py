@@ -1,0 +1,98 @@
+"""The Python values that travel on ComfyUI's socket types in fluxloom (nodes/comfy/types.py).
+
+fluxloom runs ComfyUI's FLUX workflows on its own model manager: a ComfyUI MODEL or CLIP is not
+a loaded model but a handle bundle, loaded through `ctx.models.use(...)` when a sampler or an
+encoder needs it, exactly as fluxloom's own nodes do (so the two-phase memory flow, quantization
+and LoRAs work the same in both vocabularies). VAE, CONDITIONING, LATENT and IMAGE are the values
+fluxloom's own nodes use (nodes/flux/types.py). NOISE, SAMPLER and GUIDER are small frozen
+dataclasses of settings (no weights, no tensors but the conditioning a guider holds), so they are
+cheap to cache and equal settings make equal values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from nodes.comfy import noise
+from nodes.flux.encode import Conditioning
+from nodes.flux.handles import ModelHandle
+
+
+@dataclass(frozen=True)
+class DiffusionModel:
+    """MODEL: a FLUX transformer and how it is sampled. `shift` is ModelSamplingFlux's mu when a
+    node set it (None: the model's default, 1.15 for dev, the discrete-flow table for schnell).
+    `guidance_embeds` says whether the transformer is a dev (guidance-distilled) one when the
+    loader knows it from the file (None: unknown; a node that needs it before sampling, such as
+    BasicScheduler, then loads the transformer to read its config)."""
+
+    transformer: ModelHandle
+    shift: float | None = None
+    guidance_embeds: bool | None = None
+
+    def with_shift(self, shift: float) -> DiffusionModel:
+        return replace(self, shift=shift)
+
+    def with_transformer(self, transformer: ModelHandle) -> DiffusionModel:
+        return replace(self, transformer=transformer)
+
+    def cache_size(self) -> int:
+        return 256  # a handle bundle: no weights
+
+
+@dataclass(frozen=True)
+class TextEncoders:
+    """CLIP (ComfyUI's): the text encoders of a FLUX model. FLUX's CLIPTextEncode uses CLIP-L for
+    the pooled vector and T5-XXL for the per-token embeddings; either may be missing when a
+    CLIPLoader loaded only one (the encoder then says what is missing)."""
+
+    clip_l: ModelHandle | None = None
+    t5: ModelHandle | None = None
+
+    def cache_size(self) -> int:
+        return 512
+
+
+@dataclass(frozen=True)
+class Noise:
+    """NOISE: where sampling's starting noise comes from. RandomNoise: ComfyUI's seeded noise of the
+    latent's shape; DisableNoise (`add=False`): zeros, and seed 0 for the samplers' extra noise,
+    as ComfyUI's empty noise has."""
+
+    seed: int = 0
+    add: bool = True
+
+    def generate(self, samples: torch.Tensor, batch_index=None) -> torch.Tensor:
+        if not self.add:
+            return noise.empty_noise(samples)
+        return noise.prepare_noise(samples, self.seed, batch_index)
+
+    def cache_size(self) -> int:
+        return 64
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """SAMPLER: one of nodes.comfy.samplers' samplers, by ComfyUI's name."""
+
+    name: str
+
+    def cache_size(self) -> int:
+        return 64
+
+
+@dataclass(frozen=True)
+class Guider:
+    """GUIDER: a model and the conditioning it is steered by. BasicGuider: the positive alone
+    (cfg 1); CFGGuider: true classifier-free guidance with the negative when cfg is not 1."""
+
+    model: DiffusionModel
+    positive: Conditioning
+    negative: Conditioning | None = None
+    cfg: float = 1.0
+
+    def cache_size(self) -> int:
+        conds = (self.positive, self.negative)
+        return 256 + sum(c.cache_size() for c in conds if c is not None)

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nodes.flux.demo_files import ensure_demo_files
+from server.runtime import RuntimeConfig, create_runtime
+
+
+@pytest.fixture(scope="session")
+def demo_models(tmp_path_factory) -> Path:
+    """A models folder with the demo pipeline and the same weights as ComfyUI single files
+    (what `fluxloom demo-model --format comfyui` writes)."""
+    root = tmp_path_factory.mktemp("singlefile-models")
+    ensure_demo_files(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def runtime(demo_models, tmp_path_factory):
+    work = tmp_path_factory.mktemp("singlefile-run")
+    config = RuntimeConfig(
+        models_dir=demo_models,
+        output_dir=work / "output",
+        input_dir=work / "input",
+        temp_dir=work / "temp",
+        cache_budget_bytes=512 * 2**20,
+        ensure_demo_model=False,
+    )
+    return create_runtime(config)
