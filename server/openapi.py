@@ -48,7 +48,14 @@ BODY_ERRORS = {
 }
 
 
-def _query(name: str, description: str, schema: dict[str, Any], required: bool = False) -> dict:
+def _query(
+    name: str,
+    description: str,
+    schema: dict[str, Any] | None = None,
+    required: bool = False,
+    kind: str = "string",
+) -> dict:
+    schema = schema or {"type": kind}
     return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
 
 
