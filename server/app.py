@@ -92,10 +92,12 @@ async def method_not_allowed(request: web.Request, handler: Any) -> web.StreamRe
     route = request.match_info.route
     if route.resource is None or route.resource.canonical != "/{path}":
         return await handler(request)
-    allowed: set[str] = set()
+    exact: set[str] = set()  # routes of this very path (/api/jobs/cancel) ...
+    templated: set[str] = set()  # ... win over templates that also match it (/api/jobs/{job_id})
     for resource in request.app.router.resources():
-        if resource is not route.resource:
-            allowed |= (await resource.resolve(request))[1]
+        if resource is not route.resource and (methods := (await resource.resolve(request))[1]):
+            (templated if "{" in resource.canonical else exact).update(methods)
+    allowed = exact or templated
     if allowed:
         raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
     return await handler(request)

@@ -24,6 +24,21 @@ ERROR = {
     "required": ["error", "node_errors"],
 }
 JSON_OK = {"200": {"description": "OK", "content": {"application/json": {"schema": OBJ}}}}
+ANY_OK = {"200": {"description": "OK", "content": {"application/json": {"schema": {}}}}}
+LIST_OK = {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "array"}}}}}
+NAMES_OK = {
+    "200": {
+        "description": "OK",
+        "content": {"application/json": {"schema": {"type": "array", "items": {"type": "string"}}}},
+    }
+}
+PATH_OR_INFO = {
+    "200": {
+        "description": "the file's path, or {path, size, modified, created} with full_info=true",
+        "content": {"application/json": {"schema": {"type": ["string", "object"]}}},
+    }
+}
+JOB_STATUSES = "(pending|in_progress|completed|failed|cancelled)"
 
 
 def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
@@ -178,19 +193,34 @@ FRONTEND_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "ComfyUI's jobs list {jobs: [{id, status, priority, create_time, outputs_count, "
         "preview_output, ...}], pagination: {offset, limit, total, has_more}}",
         "parameters": [
-            _query("status", "comma-separated: pending, in_progress, completed, failed, cancelled"),
+            _query(
+                "status",
+                "comma-separated: pending, in_progress, completed, failed, cancelled",
+                {"type": "string", "pattern": rf"^\s*{JOB_STATUSES}?\s*(,\s*{JOB_STATUSES}?\s*)*$"},
+            ),
             _query("workflow_id", "only jobs of this UI workflow id"),
-            _query("sort_by", "created_at (default) or execution_duration"),
-            _query("sort_order", "desc (default) or asc"),
-            _query("limit", "page size", kind="integer"),
-            _query("offset", "jobs to skip", kind="integer"),
+            _query(
+                "sort_by",
+                "default created_at",
+                {"type": "string", "enum": ["created_at", "execution_duration"]},
+            ),
+            _query("sort_order", "default desc", {"type": "string", "enum": ["desc", "asc"]}),
+            _query("limit", "page size", {"type": "integer", "minimum": 1}),
+            _query("offset", "jobs to skip (negative: none)", kind="integer"),
         ],
         "responses": {**JSON_OK, "400": _json(OBJ, "bad filter: {error}")},
     },
     ("POST", "/api/jobs/cancel"): {
         "summary": "Cancel jobs {job_ids: [...]} (pending: dropped, running: interrupted) → {cancelled}",
-        "requestBody": {"required": True, "content": {"application/json": {"schema": OBJ}}},
-        "responses": {**JSON_OK, "400": _json(OBJ, "job_ids is not a list of strings")},
+        "requestBody": _body(
+            {
+                "type": "object",
+                "required": ["job_ids"],
+                "properties": {"job_ids": {"type": "array", "items": {"type": "string"}}},
+            },
+            required=True,
+        ),
+        "responses": {**JSON_OK, **BODY_ERRORS, "400": _json(OBJ, "job_ids is not a list of strings")},
     },
     ("GET", "/api/jobs/{job_id}"): {
         "summary": "ComfyUI's job detail: the list entry plus workflow {prompt, extra_data}, outputs, "
@@ -208,33 +238,35 @@ FRONTEND_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/settings"): {
         "summary": "Merge settings {id: value} into the user's",
         "requestBody": {"required": True, "content": {"application/json": {"schema": OBJ}}},
-        "responses": JSON_OK,
+        "responses": {**JSON_OK, **BODY_ERRORS, "400": _err("not a JSON object")},
     },
     ("GET", "/settings/{id}"): {
         "summary": "One setting's value (null when unset)",
         "parameters": [_path("id", "setting id")],
-        "responses": JSON_OK,
+        "responses": ANY_OK,
     },
     ("POST", "/settings/{id}"): {
-        "summary": "Set one setting (the body is its JSON value)",
+        "summary": "Set one setting (the body is its JSON value; an empty body sets null)",
         "parameters": [_path("id", "setting id")],
-        "requestBody": {"required": True, "content": {"application/json": {}}},
-        "responses": JSON_OK,
+        "requestBody": {"required": False, "content": {"application/json": {}}},
+        "responses": {**JSON_OK, **BODY_ERRORS},
     },
     ("GET", "/userdata"): {
         "summary": "Files under a user folder (workflows/ is the saved-workflows folder)",
         "parameters": [
-            _query("dir", "folder under the user's folder", required=True),
+            _query(
+                "dir", "folder under the user's folder", {"type": "string", "pattern": "[^/]"}, required=True
+            ),
             _query("recurse", "true: also subfolders"),
             _query("full_info", "true: [{path, size, modified, created}]"),
             _query("split", "true: [[path, part, part…]]"),
         ],
-        "responses": {**JSON_OK, "400": _err("no dir"), "404": _err("no such folder")},
+        "responses": {**LIST_OK, "400": _err("no dir"), "404": _err("no such folder")},
     },
     ("GET", "/v2/userdata"): {
         "summary": "Files and folders under a user folder [{name, path, type, size?, modified?}]",
         "parameters": [_query("path", "folder under the user's folder (default: all)")],
-        "responses": {**JSON_OK, "404": _err("no such folder")},
+        "responses": {**LIST_OK, "400": _err("not a folder"), "404": _err("no such folder")},
     },
     ("GET", "/userdata/{file}"): {
         "summary": "A user file (as a download; user.css inline, empty when there is none)",
@@ -250,7 +282,8 @@ FRONTEND_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "parameters": [USERDATA_FILE, *USERDATA_WRITE],
         "requestBody": {"required": True, "content": {"*/*": {}}},
         "responses": {
-            **JSON_OK,
+            **PATH_OR_INFO,
+            **BODY_ERRORS,
             "403": _err("path leaves the user folder, or a shipped workflow's name"),
             "409": _err("exists (overwrite=false)"),
             "413": _err("too large"),
@@ -264,11 +297,15 @@ FRONTEND_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/userdata/{file}/move/{dest}"): {
         "summary": "Move or rename a user file",
         "parameters": [USERDATA_FILE, _path("dest", "new path, URL-encoded as one segment"), *USERDATA_WRITE],
-        "responses": {**JSON_OK, "404": _err("no such file"), "409": _err("dest exists (overwrite=false)")},
+        "responses": {
+            **PATH_OR_INFO,
+            "404": _err("no such file"),
+            "409": _err("dest exists (overwrite=false)"),
+        },
     },
     ("GET", "/extensions"): {
         "summary": "Frontend extension scripts: fluxloom's and custom nodes' WEB_DIRECTORY .js files",
-        "responses": JSON_OK,
+        "responses": NAMES_OK,
     },
     ("GET", "/features"): {"summary": "The server's feature flags", "responses": JSON_OK},
     ("GET", "/i18n"): {"summary": "Custom nodes' translations (none)", "responses": JSON_OK},
@@ -276,17 +313,17 @@ FRONTEND_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/global_subgraphs/{id}"): {
         "summary": "One subgraph blueprint (null: unknown)",
         "parameters": [_path("id", "blueprint id")],
-        "responses": JSON_OK,
+        "responses": ANY_OK,
     },
-    ("GET", "/embeddings"): {"summary": "Embedding names in models/embeddings", "responses": JSON_OK},
+    ("GET", "/embeddings"): {"summary": "Embedding names in models/embeddings", "responses": NAMES_OK},
     ("GET", "/experiment/models"): {
         "summary": "Model folders [{name, folders, extensions}]",
-        "responses": JSON_OK,
+        "responses": LIST_OK,
     },
     ("GET", "/experiment/models/{folder}"): {
         "summary": "Model files of a folder [{name, pathIndex, modified, created, size}]",
         "parameters": [_path("folder", "model folder name (checkpoints, diffusers, vae, …)")],
-        "responses": {**JSON_OK, "404": _err("unknown folder")},
+        "responses": {**LIST_OK, "404": _err("unknown folder")},
     },
     ("GET", "/view_metadata/{folder_name}"): {
         "summary": "A .safetensors model file's __metadata__",
@@ -310,7 +347,7 @@ FRONTEND_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("GET", "/internal/logs"): {
         "summary": "The server's recent log lines as one string",
-        "responses": JSON_OK,
+        "responses": {"200": _json({"type": "string"})},
     },
     ("GET", "/internal/logs/raw"): {
         "summary": "The server's recent log lines {entries: [{t, m}], size: {cols, rows}}",
@@ -318,14 +355,26 @@ FRONTEND_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("PATCH", "/internal/logs/subscribe"): {
         "summary": "{clientId, enabled}: stream new log lines to that websocket client as `logs` messages",
-        "requestBody": {"required": True, "content": {"application/json": {"schema": OBJ}}},
-        "responses": {**JSON_OK, "400": _err("no clientId")},
+        "requestBody": _body(
+            {
+                "type": "object",
+                "required": ["clientId"],
+                "properties": {
+                    "clientId": {"type": "string", "minLength": 1},
+                    "enabled": {"type": "boolean"},
+                },
+            },
+            required=True,
+        ),
+        "responses": {**JSON_OK, **BODY_ERRORS, "400": _err("no clientId")},
     },
     ("GET", "/internal/folder_paths"): {"summary": "Model folders {name: [path]}", "responses": JSON_OK},
     ("GET", "/internal/files/{directory_type}"): {
         "summary": "File names of the input, output or temp folder, newest first",
-        "parameters": [_path("directory_type", "input, output or temp")],
-        "responses": {**JSON_OK, "400": _json(OBJ, "not input, output or temp: {error}")},
+        "parameters": [
+            _path("directory_type", "which folder", {"type": "string", "enum": ["input", "output", "temp"]})
+        ],
+        "responses": {**NAMES_OK, "400": _json(OBJ, "not input, output or temp: {error}")},
     },
 }
 
@@ -543,7 +592,7 @@ def describe(routes: list[tuple[str, str]], version: str = "0.1.0") -> dict[str,
 def body_schema(method: str, path: str) -> dict[str, Any] | None:
     """The JSON request body schema of a route (`path` as the router names it, /api or not)."""
     canonical = path.removeprefix("/api") if path.startswith("/api/") else path
-    op = OPERATIONS.get((method, canonical))
+    op = OPERATIONS.get((method, path)) or OPERATIONS.get((method, canonical))
     content = (op or {}).get("requestBody", {}).get("content", {})
     return content.get("application/json", {}).get("schema")
 
