@@ -69,6 +69,8 @@ def test_dropped_template_opens_and_saves_what_the_server_runs(page, name):
     defined = [d["id"] for d in (template.get("definitions") or {}).get("subgraphs", [])]
     assert [d["id"] for d in (saved.get("definitions") or {}).get("subgraphs", [])] == defined
     same_prompt_but_the_demo_files(saved, template)
+    notes = {n["id"]: n["widgets_values"] for n in template["nodes"] if n["type"] in ("Note", "MarkdownNote")}
+    assert {n["id"]: n["widgets_values"] for n in saved["nodes"] if n["id"] in notes} == notes
 
 
 def test_subgraph_instance_is_one_node_and_queue_runs_it(page, server):
