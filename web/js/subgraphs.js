@@ -21,7 +21,18 @@ function subgraphNodeClass(rootGraph, subgraph) {
     constructor() {
       // The placeholder instance data is replaced by the saved instance when the graph
       // configures the node; `add` then gives it the graph it really sits in.
-      super(rootGraph, subgraph, { id: -1, type: subgraph.id, pos: [0, 0], size: [240, 80], inputs: [], outputs: [], flags: {}, mode: 0, order: 0, properties: {} });
+      super(rootGraph, subgraph, {
+        id: -1,
+        type: subgraph.id,
+        pos: [0, 0],
+        size: [240, 80],
+        inputs: [],
+        outputs: [],
+        flags: {},
+        mode: 0,
+        order: 0,
+        properties: {},
+      });
       this.serialize_widgets = true;
       // litegraph's "enter subgraph" title button opens the inner graph, which this canvas has
       // no way back from; the instance stays one node.
