@@ -173,3 +173,28 @@ def test_the_template_itself_is_left_unchanged_by_the_checks(app_runtime):
     with pytest.raises(ValidationError):
         prepare_prompt(workflow, app_runtime.registry, app_runtime.env)
     assert workflow == before
+
+
+def test_with_a_real_model_installed_the_template_lists_the_choices_instead(demo_models, tmp_path):
+    """The demo stands in only when it is the only model: with one more (a transformer under
+    another name), the template's file names fail validation, listing what is installed."""
+    from server.runtime import RuntimeConfig, create_runtime
+
+    models = tmp_path / "models"
+    for src in demo_models.rglob("*"):
+        if src.is_file():
+            (models / src.relative_to(demo_models)).parent.mkdir(parents=True, exist_ok=True)
+            (models / src.relative_to(demo_models)).symlink_to(src)
+    mine = models / "diffusion_models" / "my-flux-dev.safetensors"
+    mine.symlink_to(demo_models / "diffusion_models" / "fluxloom-demo.safetensors")
+    runtime = create_runtime(
+        RuntimeConfig(models_dir=models, output_dir=tmp_path / "out", input_dir=tmp_path / "in",
+                      temp_dir=tmp_path / "tmp", ensure_demo_model=False)
+    )  # fmt: skip
+    with pytest.raises(ValidationError) as err:
+        prepare_prompt(load_template("flux_dev_full_text_to_image"), runtime.registry, runtime.env)
+    (error,) = err.value.node_errors["194:46"]["errors"]
+    assert error["type"] == "value_not_in_list"
+    assert error["details"].startswith("unet_name: 'flux1-dev.safetensors' not in [")
+    assert "my-flux-dev.safetensors" in error["details"]
+    assert set(err.value.node_errors) == {"194:45", "194:46", "194:47"}  # VAE, UNET, CLIP loaders
