@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from nodes.base import NodeRegistry
+from server.bridge import LoopBridge
 from server.frontend import (
     FRONTEND,
     FrontendNotInstalled,
@@ -101,22 +102,6 @@ async def method_not_allowed(request: web.Request, handler: Any) -> web.StreamRe
     if allowed:
         raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
     return await handler(request)
-
-
-class LoopBridge:
-    """Hands calls from the worker thread to the event loop (once the app has started)."""
-
-    def __init__(self) -> None:
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-    def call(self, fn: Any, *args: Any) -> None:
-        loop = self.loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # the loop closed between the check and the call
-            pass
 
 
 def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:

@@ -182,7 +182,7 @@ async def post_free(request: web.Request) -> web.Response:
 async def get_job(request: web.Request) -> web.Response:
     st = state(request)
     prompt_id = request.match_info["prompt_id"]
-    row = st.store.get(prompt_id)
+    row = await asyncio.to_thread(st.store.get, prompt_id)  # a huge prompt decodes off the loop
     if row is None:
         raise BadRequest("not_found", f"no job {prompt_id!r}", 404)
     job: dict[str, Any] = {"prompt_id": row.prompt_id, "number": row.queue_item()[0], "status": row.status}
@@ -194,10 +194,10 @@ async def get_job(request: web.Request) -> web.Response:
         else:
             current = dict(st.runtime.executor.current or {})
         node = current.get("node")
-        info = row.prompt.get(node, {}) if node is not None else {}
+        info = row.prompt.get(node, {}) if node is not None and "class_type" not in current else {}
         job["node"] = node
-        job["node_type"] = info.get("class_type")
-        job["node_title"] = info.get("_meta", {}).get("title", info.get("class_type"))
+        job["node_type"] = current.get("class_type", info.get("class_type"))
+        job["node_title"] = current.get("title", info.get("_meta", {}).get("title", info.get("class_type")))
         job["step"] = current.get("value", 0)
         job["steps"] = current.get("max", 0)
     else:

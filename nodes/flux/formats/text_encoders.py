@@ -41,8 +41,7 @@ import torch
 
 from nodes.flux import assets, offline
 from nodes.flux import quantization as q
-from nodes.flux.checkpoint import CheckpointError, read_header, tensor_at
-from nodes.flux.sources import ModelSourceError
+from nodes.flux.checkpoint import CheckpointError, ModelSourceError, read_header, tensor_at
 
 log = logging.getLogger("fluxloom.models")
 
