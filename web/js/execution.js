@@ -1,6 +1,7 @@
 // Follows a run over the websocket (ComfyUI's messages) and shows it on the graph: the queue size,
 // the running node with its progress, cached nodes, output images, and errors that name the node.
 import { clearRunMarks, setImages, setText, stateOf } from "./nodestate.js";
+import { shownNode } from "./subgraphs.js";
 
 
 export class Execution {
@@ -11,9 +12,10 @@ export class Execution {
     this.lastError = null;
   }
 
+  /** The node that shows node `id` of the prompt: a node inside a subgraph ("12:5") shows on
+   * its instance. */
   node(id) {
-    if (id === null || id === undefined) return null;
-    return this.app.graph.getNodeById(Number(id)) ?? this.app.graph.getNodeById(id) ?? null;
+    return shownNode(this.app.graph, id);
   }
 
   redraw() {
