@@ -52,6 +52,10 @@ CREATE INDEX IF NOT EXISTS prompts_seq ON prompts(seq);
 """
 
 
+class DuplicatePromptId(ValueError):
+    """A prompt was queued under a prompt_id already in the queue or the history."""
+
+
 @dataclass
 class PromptRow:
     prompt_id: str
@@ -197,28 +201,25 @@ class PromptStore:
         front: bool = False,
         plan: dict[str, Any] | None = None,
     ) -> float:
-        """Queue a prompt; returns its number (ComfyUI: `front` means a negative number)."""
+        """Queue a prompt; returns its number (ComfyUI: `front` means a negative number). A
+        prompt_id already used raises DuplicatePromptId."""
+        # Encoded before taking the lock: a prompt of 100,000 nodes is megabytes of JSON.
+        texts = (json.dumps(prompt), json.dumps(extra_data), json.dumps(outputs))
+        plan_text = json.dumps(plan) if plan is not None else None
         with self._lock:
             if number is None:
                 number = self._counter
                 self._counter += 1
                 if front:
                     number = -number
-            self._db.execute(
-                "INSERT INTO prompts (prompt_id, number, status, prompt, extra_data, outputs, client_id,"
-                " created, plan) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    prompt_id,
-                    number,
-                    PENDING,
-                    json.dumps(prompt),
-                    json.dumps(extra_data),
-                    json.dumps(outputs),
-                    client_id,
-                    time.time(),
-                    json.dumps(plan) if plan is not None else None,
-                ),
-            )
+            try:
+                self._db.execute(
+                    "INSERT INTO prompts (prompt_id, number, status, prompt, extra_data, outputs, client_id,"
+                    " created, plan) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (prompt_id, number, PENDING, *texts, client_id, time.time(), plan_text),
+                )
+            except sqlite3.IntegrityError:
+                raise DuplicatePromptId(f"prompt_id {prompt_id!r} is already used") from None
             self.changed.notify_all()
             return number
 

@@ -16,7 +16,7 @@ from server.distributed.affinity import lane_for, requirements
 from server.distributed.config import dumps, redis_errors, text
 from server.distributed.outputs import upload_inputs
 from server.distributed.redis_queue import RedisQueue
-from server.store import FINISHED, PENDING, RUNNING, PromptRow
+from server.store import FINISHED, PENDING, RUNNING, DuplicatePromptId, PromptRow
 
 
 def to_row(prompt_id: str, r: dict[str, str]) -> PromptRow:
@@ -93,7 +93,7 @@ class RedisStore:
             fields["plan"] = dumps(plan)
         got = self.q.enqueue(prompt_id, fields, lane.lane_id, lane.meta, number=number, front=front)
         if got is None:
-            raise ValueError(f"prompt_id {prompt_id!r} is already used")
+            raise DuplicatePromptId(f"prompt_id {prompt_id!r} is already used")
         return got
 
     def exists(self, prompt_id: str) -> bool:

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from server.prepare import prepare_prompt
 from server.routes.common import AppState, BadRequest, conform, read_any_object, read_object, state
-from server.store import PENDING, RUNNING
+from server.store import PENDING, RUNNING, DuplicatePromptId
 from server.validation import ValidationError
 from server.workflow_io import WorkflowError
 
@@ -50,16 +50,20 @@ async def enqueue(st: AppState, data: Any, body: dict[str, Any], overrides: Any 
     if client_id is not None:
         client_id = str(client_id)
         prepared.extra_data["client_id"] = client_id
-    number = st.store.add(
-        prompt_id,
-        prepared.prompt,
-        prepared.extra_data,
-        prepared.outputs,
-        client_id,
-        number=number,
-        front=bool(body.get("front")),
-        plan=prepared.plan(),
-    )
+    try:  # in a thread: storing a huge prompt must not hold up other requests
+        number = await asyncio.to_thread(
+            st.store.add,
+            prompt_id,
+            prepared.prompt,
+            prepared.extra_data,
+            prepared.outputs,
+            client_id,
+            number=number,
+            front=bool(body.get("front")),
+            plan=prepared.plan(),
+        )
+    except DuplicatePromptId as exc:  # the same prompt_id queued twice at once
+        raise BadRequest("duplicate_prompt_id", str(exc)) from None
     st.hub.broadcast_status()
     number = int(number) if float(number).is_integer() else number
     return web.json_response(
