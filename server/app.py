@@ -31,6 +31,7 @@ from server.frontend import (
 )
 from server.openapi import describe
 from server.paths import web_dir
+from server.previews import PreviewRenderer
 from server.routes import add_routes
 from server.routes.common import STATE, AppState, BadRequest, Limits, status_payload
 from server.routes.frontend_info import server_features
@@ -58,6 +59,7 @@ class ServerConfig:
     # A distributed front end (server/distributed/frontend.py: prompts go to Redis, workers run
     # them); None: the embedded SQLite queue and worker thread.
     cluster: Any = None
+    preview_method: str = "auto"  # live previews while sampling (server/previews.py); "none": off
 
 
 @web.middleware
@@ -108,11 +110,14 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
         status=lambda: status_payload(store), features=lambda: server_features(cfg.limits.max_upload_bytes)
     )
     bridge = LoopBridge()
+    previews = PreviewRenderer(cfg.preview_method)
     worker = Worker(
         store,
         runtime,
         notify=lambda event, data, client_id: bridge.call(hub.send, event, data, client_id),
         queue_changed=lambda: bridge.call(hub.broadcast_status),
+        previews=previews,
+        wants_previews=hub.wants_previews,
     )
     st = AppState(
         runtime=runtime,
@@ -126,6 +131,7 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
 
     async def stop_work() -> None:
         await asyncio.to_thread(worker.stop)
+        previews.close()
         store.close()
 
     return _application(st, cfg, bridge, worker.start, stop_work)
@@ -153,10 +159,13 @@ def _create_frontend_app(runtime: Runtime, cfg: ServerConfig) -> web.Application
         cluster=frontend,
     )
 
+    previews_on = PreviewRenderer(cfg.preview_method).enabled  # the workers draw them
+
     def start_work() -> None:
         frontend.start(
             deliver=lambda event, data, client_id: bridge.call(hub.send, event, data, client_id),
             queue_changed=lambda: bridge.call(hub.broadcast_status),
+            wants_previews=lambda client_id: previews_on and hub.wants_previews(client_id),
         )
 
     async def stop_work() -> None:
@@ -282,6 +291,7 @@ def serve_main(args: argparse.Namespace) -> int:
     registry, extra = loaded
     data = Path(args.data_dir)
     cfg = ServerConfig(data_dir=data, security=security, extension_dirs=web_directories(extra))
+    cfg.preview_method = getattr(args, "preview_method", "auto")
     if comfyui_web is not None:
         cfg.web_dir, cfg.frontend = comfyui_web, "comfyui"
     if getattr(args, "queue", None):  # a front end of the distributed queue: no model here
