@@ -51,6 +51,7 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# One pytest run; it includes schemathesis against a live `fluxloom serve` (tests/hardening).
 test: install web-deps chromium redis lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 

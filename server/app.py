@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from nodes.base import NodeRegistry
+from server.bridge import LoopBridge
 from server.frontend import (
     FRONTEND,
     FrontendNotInstalled,
@@ -29,6 +30,7 @@ from server.frontend import (
     fluxloom_extension_dir,
     web_directories,
 )
+from server.limits import body_deadline, handler_args
 from server.openapi import describe
 from server.paths import web_dir
 from server.previews import PreviewRenderer
@@ -75,7 +77,10 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         kind = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
             exc.status, "http_error"
         )
-        return json_error(exc.status, kind, f"{exc.reason}: {request.method} {request.path}")
+        response = json_error(exc.status, kind, f"{exc.reason}: {request.method} {request.path}")
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception as exc:
@@ -83,31 +88,36 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return json_error(500, "internal_error", f"{type(exc).__name__}: {exc}")
 
 
-class LoopBridge:
-    """Hands calls from the worker thread to the event loop (once the app has started)."""
-
-    def __init__(self) -> None:
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-    def call(self, fn: Any, *args: Any) -> None:
-        loop = self.loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # the loop closed between the check and the call
-            pass
+@web.middleware
+async def method_not_allowed(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A known path with a method it does not serve is a 405 with `Allow`, not the static
+    catch-all's 404 (aiohttp would say 405 itself, but the catch-all matches every method)."""
+    route = request.match_info.route
+    if route.resource is None or route.resource.canonical != "/{path}":
+        return await handler(request)
+    exact: set[str] = set()  # routes of this very path (/api/jobs/cancel) ...
+    templated: set[str] = set()  # ... win over templates that also match it (/api/jobs/{job_id})
+    for resource in request.app.router.resources():
+        if resource is not route.resource and (methods := (await resource.resolve(request))[1]):
+            (templated if "{" in resource.canonical else exact).update(methods)
+    allowed = exact or templated
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
+    return await handler(request)
 
 
 def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     if cfg.cluster is not None:
         return _create_frontend_app(runtime, cfg)
-    store = PromptStore(cfg.data_dir / "queue.sqlite3")
+    store = PromptStore(cfg.data_dir / "queue.sqlite3", max_history=cfg.limits.max_history)
     for pid in store.recover():
         log.warning("prompt %s was running when the server stopped; reported as failed", pid)
     hub = Hub(
-        status=lambda: status_payload(store), features=lambda: server_features(cfg.limits.max_upload_bytes)
+        status=lambda: status_payload(store),
+        features=lambda: server_features(cfg.limits.max_upload_bytes),
+        outbox_bytes=cfg.limits.ws_outbox_bytes,
+        close_grace=cfg.limits.ws_close_grace,
     )
     bridge = LoopBridge()
     previews = PreviewRenderer(cfg.preview_method)
@@ -145,7 +155,10 @@ def _create_frontend_app(runtime: Runtime, cfg: ServerConfig) -> web.Application
     frontend = cfg.cluster
     store = RedisStore(frontend.q, frontend)
     hub = Hub(
-        status=lambda: status_payload(store), features=lambda: server_features(cfg.limits.max_upload_bytes)
+        status=lambda: status_payload(store),
+        features=lambda: server_features(cfg.limits.max_upload_bytes),
+        outbox_bytes=cfg.limits.ws_outbox_bytes,
+        close_grace=cfg.limits.ws_close_grace,
     )
     bridge = LoopBridge()
     st = AppState(
@@ -181,8 +194,15 @@ def _application(
     """The routes, middlewares and life cycle around a store and what runs its prompts."""
     # aiohttp's own limit is the largest body any route takes; JSON routes check a smaller one.
     app = web.Application(
-        middlewares=[json_errors, *extra, make_middleware(cfg.security)],
+        middlewares=[
+            json_errors,
+            *extra,
+            make_middleware(cfg.security),
+            method_not_allowed,
+            body_deadline(cfg.limits),
+        ],
         client_max_size=cfg.limits.max_upload_bytes + 2**20,
+        handler_args=handler_args(cfg.limits),  # header timeout, one-line logs of malformed requests
     )
     app[STATE] = st
     app[FRONTEND] = FrontendState(
@@ -290,7 +310,10 @@ def serve_main(args: argparse.Namespace) -> int:
         return loaded
     registry, extra = loaded
     data = Path(args.data_dir)
-    cfg = ServerConfig(data_dir=data, security=security, extension_dirs=web_directories(extra))
+    limits = Limits(
+        header_timeout=args.header_timeout, body_timeout=args.body_timeout, max_history=args.max_history
+    )
+    cfg = ServerConfig(data_dir=data, security=security, limits=limits, extension_dirs=web_directories(extra))
     cfg.preview_method = getattr(args, "preview_method", "auto")
     if comfyui_web is not None:
         cfg.web_dir, cfg.frontend = comfyui_web, "comfyui"

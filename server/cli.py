@@ -28,6 +28,19 @@ def parse_size(text: str) -> int:
     return size
 
 
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"not a positive {kind.__name__}: {text!r}")
+        return value
+
+    return parse
+
+
 def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     _add_model_folder_options(p)
     p.add_argument(
@@ -131,6 +144,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-unauthenticated",
         action="store_true",
         help="listen off loopback without a token (anyone who can reach it can use it)",
+    )
+    p.add_argument(
+        "--max-history",
+        type=_positive(int),
+        default=10_000,
+        metavar="N",
+        help="finished prompts kept in the history, oldest dropped first (default 10000, as ComfyUI)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=_positive(float),
+        default=10.0,
+        metavar="SECONDS",
+        help="a request's headers must arrive within this of the connection opening or of the "
+        "previous response; also the idle keep-alive timeout (default 10)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=_positive(float),
+        default=30.0,
+        metavar="SECONDS",
+        help="after this, a request body must arrive at 16 KiB/s on average, else 408 (default 30)",
     )
     p.add_argument(
         "--frontend",

@@ -302,7 +302,8 @@ class _Run:
             name: values[value[0]][value[1]] if type(value) is list else value
             for name, value in node["inputs"].items()
         }
-        self.ex.current.update(node=nid, value=0, max=0)
+        title = node["_meta"].get("title", d.class_type)
+        self.ex.current.update(node=nid, class_type=d.class_type, title=title, value=0, max=0)
         self.check_interrupt()
         self.emit("executing", events.executing(nid, self.prompt_id))
         ctx = NodeContext(

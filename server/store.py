@@ -6,6 +6,10 @@ rows run, and a row left `running` is reported as failed ("server stopped during
 
 The HTTP handlers (event loop) and the worker thread share one connection behind a lock; every
 statement is short, so the loop is never held for long.
+
+History is capped (`max_history`, ComfyUI's 10,000 by default): finishing a prompt drops the
+oldest finished ones beyond the cap. `history_page` + `history_json` serve GET /history in
+bounded pieces, each entry spliced from its stored JSON texts without decoding the prompt.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from server import events
 PENDING, RUNNING = "pending", "running"
 SUCCESS, ERROR, INTERRUPTED = "success", "error", "interrupted"
 FINISHED = (SUCCESS, ERROR, INTERRUPTED)
+MAX_HISTORY = 10_000
 STOPPED_MESSAGE = "server stopped during execution"
 
 _SCHEMA = """
@@ -105,11 +110,39 @@ def _row(r: sqlite3.Row) -> PromptRow:
     )
 
 
+def _queue_item_json(r: sqlite3.Row) -> str:
+    """`PromptRow.queue_item()` as JSON, spliced from the row's stored JSON texts (written by
+    json.dumps), so a large prompt is copied, never decoded and encoded again."""
+    number = r["number"]
+    number = int(number) if float(number).is_integer() else number
+    return (
+        f"[{json.dumps(number)}, {json.dumps(r['prompt_id'])}, {r['prompt']}, {r['extra_data']}, "
+        f"{r['outputs']}]"
+    )
+
+
+def _history_entry_json(r: sqlite3.Row) -> str:
+    """`PromptRow.history_entry()` as JSON, spliced as `_queue_item_json`."""
+    result = r["result"] or "{}"
+    meta = {
+        nid: {"node_id": nid, "display_node": nid, "parent_node": None, "real_node_id": nid}
+        for nid in json.loads(result)
+    }
+    ok = r["status"] == SUCCESS
+    return (
+        f'{{"prompt": {_queue_item_json(r)}, "outputs": {result}, '
+        f'"status": {{"status_str": {json.dumps("success" if ok else "error")}, '
+        f'"completed": {json.dumps(ok)}, "messages": {r["messages"] or "[]"}}}, '
+        f'"meta": {json.dumps(meta)}}}'
+    )
+
+
 class PromptStore:
     """Queue + history in one SQLite file; thread-safe; wakes the worker when work arrives."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, max_history: int = MAX_HISTORY) -> None:
         self.path = Path(path)
+        self.max_history = max_history
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -122,6 +155,8 @@ class PromptStore:
         self.changed = threading.Condition(self._lock)
         self._counter = int(self._scalar("SELECT COALESCE(MAX(ABS(number)), 0) FROM prompts")) + 1
         self._seq = int(self._scalar("SELECT COALESCE(MAX(seq), 0) FROM prompts")) + 1
+        with self._lock:
+            self._trim_history_locked()  # the cap may have been lowered since the last run
 
     def _migrate(self) -> None:
         """Add the columns a database made by an older fluxloom lacks (its rows keep working)."""
@@ -235,6 +270,18 @@ class PromptStore:
             ),
         )
         self._seq += 1
+        self._trim_history_locked()
+
+    def _trim_history_locked(self) -> None:
+        """Drop the oldest finished prompts beyond `max_history`. Only finished rows have a
+        `seq`, so this reads the seq index alone."""
+        r = self._db.execute(
+            "SELECT seq FROM prompts WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1 OFFSET ?",
+            (max(0, self.max_history),),
+        ).fetchone()
+        if r is not None:
+            marks = ",".join("?" * len(FINISHED))
+            self._db.execute(f"DELETE FROM prompts WHERE seq <= ? AND status IN ({marks})", (r[0], *FINISHED))
 
     def pending(self) -> list[PromptRow]:
         with self._lock:
@@ -247,6 +294,22 @@ class PromptStore:
         with self._lock:
             rows = self._db.execute("SELECT * FROM prompts WHERE status=?", (RUNNING,)).fetchall()
         return [_row(r) for r in rows]
+
+    def queue_json(self) -> str:
+        """GET /queue's answer as JSON text, spliced from the stored rows (see `history_json`)."""
+        with self._lock:
+            running = self._db.execute("SELECT * FROM prompts WHERE status=?", (RUNNING,)).fetchall()
+            pending = self._db.execute(
+                "SELECT * FROM prompts WHERE status=? ORDER BY number, created", (PENDING,)
+            ).fetchall()
+        items = [", ".join(_queue_item_json(r) for r in rows) for rows in (running, pending)]
+        return f'{{"queue_running": [{items[0]}], "queue_pending": [{items[1]}]}}'
+
+    def entry_json(self, prompt_id: str) -> str | None:
+        """One finished prompt's history entry as JSON text; None while pending or unknown."""
+        with self._lock:
+            r = self._db.execute("SELECT * FROM prompts WHERE prompt_id=?", (prompt_id,)).fetchone()
+        return _history_entry_json(r) if r is not None and r["status"] in FINISHED else None
 
     def remaining(self) -> int:
         return int(self._scalar("SELECT COUNT(*) FROM prompts WHERE status IN (?, ?)", PENDING, RUNNING))
@@ -302,6 +365,38 @@ class PromptStore:
                 (*FINISHED, limit, offset),
             ).fetchall()
         return [_row(r) for r in rows]
+
+    def history_page(self, max_items: int | None, offset: int = -1) -> list[int]:
+        """The `seq` of each finished prompt on a page, in finish order (same paging as
+        `history`): a cheap index read, so that the entries can then be fetched in pieces."""
+        with self._lock:
+            total = self._db.execute("SELECT COUNT(*) FROM prompts WHERE seq IS NOT NULL").fetchone()[0]
+            if offset < 0:
+                offset = max(0, total - max_items) if max_items is not None else 0
+            limit = max_items if max_items is not None else -1
+            rows = self._db.execute(
+                "SELECT seq FROM prompts WHERE seq IS NOT NULL ORDER BY seq LIMIT ? OFFSET ?", (limit, offset)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def history_json(self, seqs: list[int], budget: int = 4 * 2**20) -> tuple[list[tuple[str, str]], int]:
+        """(prompt_id, history entry as JSON text) for the first of `seqs`, stopping once about
+        `budget` characters are gathered; and how many seqs were used. Entries deleted since
+        `history_page` are skipped."""
+        out: list[tuple[str, str]] = []
+        size = used = 0
+        for seq in seqs:
+            if size >= budget:
+                break
+            used += 1
+            with self._lock:
+                r = self._db.execute("SELECT * FROM prompts WHERE seq=?", (seq,)).fetchone()
+            if r is None or r["status"] not in FINISHED:
+                continue
+            text = _history_entry_json(r)
+            out.append((r["prompt_id"], text))
+            size += len(text)
+        return out, used
 
     def delete_history(self, prompt_ids: list[str] | None = None) -> int:
         marks = ",".join("?" * len(FINISHED))

@@ -26,6 +26,10 @@ DTYPES = {
 }
 
 
+class ModelSourceError(RuntimeError):
+    """A model could not be found or read; the message names it and says what to do."""
+
+
 class CheckpointError(RuntimeError):
     """A weights file is not a complete safetensors file (an interrupted download, a wrong file)."""
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from nodes.flux import quantization as q
-from nodes.flux.checkpoint import CheckpointError, read_header
+from nodes.flux.checkpoint import CheckpointError, ModelSourceError, read_header
 
 log = logging.getLogger("fluxloom.models")
 
@@ -49,10 +49,6 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
 _SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 _BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
-
-
-class ModelSourceError(RuntimeError):
-    """A model could not be found or read; the message names it and says what to do."""
 
 
 # --- discovery ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from server.distributed.affinity import lane_for, requirements
 from server.distributed.config import dumps, redis_errors, text
 from server.distributed.outputs import upload_inputs
 from server.distributed.redis_queue import RedisQueue
-from server.store import PENDING, RUNNING, PromptRow
+from server.store import FINISHED, PENDING, RUNNING, PromptRow
 
 
 def to_row(prompt_id: str, r: dict[str, str]) -> PromptRow:
@@ -160,6 +160,21 @@ class RedisStore:
                 out.append((pid, entry))
                 size += len(entry)
         return out, used
+
+    def queue_json(self) -> str:
+        """GET /queue's answer as JSON text, as PromptStore.queue_json."""
+        running, pending = self.running(), self.pending()
+        return json.dumps(
+            {
+                "queue_running": [r.queue_item() for r in running],
+                "queue_pending": [r.queue_item() for r in pending],
+            }
+        )
+
+    def entry_json(self, prompt_id: str) -> str | None:
+        """One finished prompt's history entry as JSON text; None while pending or unknown."""
+        row = self.get(prompt_id)
+        return json.dumps(row.history_entry()) if row is not None and row.status in FINISHED else None
 
     def delete_history(self, prompt_ids: list[str] | None = None) -> int:
         return self.q.delete_history(None if prompt_ids is None else [str(p) for p in prompt_ids])

@@ -1,5 +1,5 @@
-"""What every route handler shares: the application state, JSON body reading with a size limit,
-and JSON errors."""
+"""What every route handler shares: the application state, JSON body reading with a size limit
+and a check against the route's documented schema, and JSON errors."""
 
 from __future__ import annotations
 
@@ -12,20 +12,13 @@ from typing import Any
 from aiohttp import web
 
 from server import events
+from server.limits import Limits
+from server.openapi import body_schema, check_body
 from server.runtime import Runtime
 from server.security import json_error
 from server.store import PromptStore
-from server.validation import DEFAULT_MAX_NODES
 from server.worker import Worker
 from server.ws import Hub
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_json_bytes: int = 16 * 2**20  # a POST /prompt body (workflows with embedded text)
-    max_upload_bytes: int = 64 * 2**20  # one uploaded image
-    max_image_pixels: int = 16384 * 16384
-    max_nodes: int = DEFAULT_MAX_NODES  # nodes in one prompt (--max-nodes)
 
 
 @dataclass
@@ -118,8 +111,25 @@ def _finite_float(text: str) -> float:
     return value
 
 
-async def read_object(request: web.Request) -> dict[str, Any]:
+async def read_any_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object ({} when empty), not yet checked against its schema."""
     data = await read_json(request, {})
     if not isinstance(data, dict):
         raise BadRequest("invalid_json", "request body must be a JSON object")
     return data
+
+
+def conform(request: web.Request, body: Any, kind: str = "invalid_request") -> None:
+    """400 unless `body` matches the request body schema that /openapi.json gives this route."""
+    route = request.match_info.route
+    path = route.resource.canonical if route.resource is not None else request.path
+    schema = body_schema(request.method, path)
+    if schema is not None and (problem := check_body(body, schema)):
+        raise BadRequest(kind, problem)
+
+
+async def read_object(request: web.Request, kind: str = "invalid_request") -> dict[str, Any]:
+    """The body as a JSON object that matches the route's documented schema."""
+    body = await read_any_object(request)
+    conform(request, body, kind)
+    return body

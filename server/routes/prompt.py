@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
 from aiohttp import web
 
 from server.prepare import prepare_prompt
-from server.routes.common import AppState, BadRequest, read_object, state
+from server.routes.common import AppState, BadRequest, conform, read_any_object, read_object, state
 from server.store import PENDING, RUNNING
 from server.validation import ValidationError
 from server.workflow_io import WorkflowError
@@ -75,9 +76,10 @@ def _number(number: Any) -> float | None:
 
 
 async def post_prompt(request: web.Request) -> web.Response:
-    body = await read_object(request)
+    body = await read_any_object(request)
     if "prompt" not in body:
         raise BadRequest("no_prompt", "No prompt provided")
+    conform(request, body, "invalid_prompt")
     return await enqueue(state(request), body["prompt"], body, body.get("set"))
 
 
@@ -86,19 +88,13 @@ async def get_prompt(request: web.Request) -> web.Response:
 
 
 async def get_queue(request: web.Request) -> web.Response:
-    st = state(request)
-    return web.json_response(
-        {
-            "queue_running": [r.queue_item() for r in st.store.running()],
-            "queue_pending": [r.queue_item() for r in st.store.pending()],
-        }
-    )
+    # Read and spliced off the event loop: a running prompt may have 100,000 nodes.
+    text = await asyncio.to_thread(state(request).store.queue_json)
+    return web.Response(text=text, content_type="application/json")
 
 
 def _ids(value: Any) -> list[str]:
-    if not isinstance(value, list):
-        raise BadRequest("invalid_request", '"delete" must be a list of prompt ids')
-    return [str(v) for v in value]
+    return list(value)  # conform() made sure: a list of strings
 
 
 async def post_queue(request: web.Request) -> web.Response:
@@ -113,9 +109,9 @@ async def post_queue(request: web.Request) -> web.Response:
     return web.json_response({"deleted": deleted})
 
 
-def _int_query(request: web.Request, name: str, default: int | None) -> int | None:
+def _int_query(request: web.Request, name: str, default: int) -> int:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)
@@ -124,21 +120,38 @@ def _int_query(request: web.Request, name: str, default: int | None) -> int | No
     return max(-(2**62), min(value, 2**62))  # SQLite takes 64-bit integers only
 
 
-async def get_history(request: web.Request) -> web.Response:
+async def get_history(request: web.Request) -> web.StreamResponse:
+    """ComfyUI's paging (`max_items`, `offset`), with a default page. The entries are read and
+    spliced in a thread and written a few MiB at a time, so a large history never holds the
+    event loop (or a copy of itself in memory)."""
     st = state(request)
-    max_items = _int_query(request, "max_items", None)
+    max_items = _int_query(request, "max_items", st.limits.history_page)
     offset = _int_query(request, "offset", -1)
-    if max_items is not None and max_items < 0:
+    if max_items < 0:
         raise BadRequest("invalid_request", "max_items must be >= 0")
-    rows = st.store.history(max_items, offset)
-    return web.json_response({r.prompt_id: r.history_entry() for r in rows})
+    seqs = await asyncio.to_thread(st.store.history_page, max_items, offset)
+    response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+    await response.prepare(request)
+    if request.method == "HEAD":
+        return response
+    sep = b"{"
+    while seqs:
+        entries, used = await asyncio.to_thread(st.store.history_json, seqs)
+        del seqs[:used]
+        for prompt_id, entry in entries:
+            await response.write(sep + json.dumps(prompt_id).encode() + b": " + entry.encode())
+            sep = b", "
+    await response.write(b"{}" if sep == b"{" else b"}")
+    await response.write_eof()
+    return response
 
 
 async def get_history_item(request: web.Request) -> web.Response:
-    row = state(request).store.get(request.match_info["prompt_id"])
-    if row is None or row.status in (PENDING, RUNNING):
+    prompt_id = request.match_info["prompt_id"]
+    entry = await asyncio.to_thread(state(request).store.entry_json, prompt_id)
+    if entry is None:
         return web.json_response({})
-    return web.json_response({row.prompt_id: row.history_entry()})
+    return web.Response(text=f"{{{json.dumps(prompt_id)}: {entry}}}", content_type="application/json")
 
 
 async def post_history(request: web.Request) -> web.Response:
@@ -169,7 +182,7 @@ async def post_free(request: web.Request) -> web.Response:
 async def get_job(request: web.Request) -> web.Response:
     st = state(request)
     prompt_id = request.match_info["prompt_id"]
-    row = st.store.get(prompt_id)
+    row = await asyncio.to_thread(st.store.get, prompt_id)  # a huge prompt decodes off the loop
     if row is None:
         raise BadRequest("not_found", f"no job {prompt_id!r}", 404)
     job: dict[str, Any] = {"prompt_id": row.prompt_id, "number": row.queue_item()[0], "status": row.status}
@@ -181,10 +194,10 @@ async def get_job(request: web.Request) -> web.Response:
         else:
             current = dict(st.runtime.executor.current or {})
         node = current.get("node")
-        info = row.prompt.get(node, {}) if node is not None else {}
+        info = row.prompt.get(node, {}) if node is not None and "class_type" not in current else {}
         job["node"] = node
-        job["node_type"] = info.get("class_type")
-        job["node_title"] = info.get("_meta", {}).get("title", info.get("class_type"))
+        job["node_type"] = current.get("class_type", info.get("class_type"))
+        job["node_title"] = current.get("title", info.get("_meta", {}).get("title", info.get("class_type")))
         job["step"] = current.get("value", 0)
         job["steps"] = current.get("max", 0)
     else:

@@ -229,7 +229,9 @@ def test_int8_streaming_holds_one_full_precision_layer_at_a_time(files, monkeypa
 
     monkeypatch.setattr(te.EncoderFile, "read", tracking_read)
     te.load_text_encoder_file(files["t5"], "T5", q.INT8_BNB)
-    assert len(linear_reads) == 2 * 7 and most_alive == 0
+    # 6 of each block's 7 Linears are read and quantized; `wo`, kept in full precision under
+    # bitsandbytes (as transformers does), is memory-mapped instead of read.
+    assert len(linear_reads) == 2 * 6 and most_alive == 0
 
 
 def test_estimated_size_follows_the_choice(files):

@@ -41,8 +41,7 @@ import torch
 
 from nodes.flux import assets, offline
 from nodes.flux import quantization as q
-from nodes.flux.checkpoint import CheckpointError, read_header, tensor_at
-from nodes.flux.sources import ModelSourceError
+from nodes.flux.checkpoint import CheckpointError, ModelSourceError, read_header, tensor_at
 
 log = logging.getLogger("fluxloom.models")
 
@@ -77,6 +76,7 @@ class EncoderFile:
     keys: dict[str, str]  # model key → file key
     scales: dict[str, str]  # model weight key → file key of its scale_weight
     shards: list[Path] = field(default_factory=list)
+    _storages: dict[int, Any] = field(default_factory=dict, repr=False)
 
     def shape(self, key: str) -> list[int]:
         return self.header[self.keys[key]]["shape"]
@@ -89,11 +89,40 @@ class EncoderFile:
         shard = info.get("shard", 0)
         return _read(handles[shard], self.bases[shard], info)
 
+    def mapped(self, key: str) -> torch.Tensor | None:
+        """A tensor backed by a private (copy-on-write) memory map of its file, as safetensors and
+        transformers load them: its pages are read when touched, so an embedding costs only the
+        rows a prompt uses. None when its dtype has no torch name here or it is not aligned."""
+        info = self.header[key]
+        dtype = FLOATS.get(info["dtype"])
+        if dtype is None:
+            return None
+        shard = info.get("shard", 0)
+        start = self.bases[shard] + info["data_offsets"][0]
+        item = torch.empty((), dtype=dtype).element_size()
+        if start % item:
+            return None
+        storage = self._storages.get(shard)
+        if storage is None:
+            path = self.shards[shard]
+            storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=path.stat().st_size)
+            self._storages[shard] = storage
+        shape = info["shape"]
+        return torch.empty(0, dtype=dtype).set_(storage, start // item, shape, _contiguous_strides(shape))
+
     @contextlib.contextmanager
     def opened(self):
         """Open handles on every shard, for read()."""
         with contextlib.ExitStack() as stack:
             yield {i: stack.enter_context(open(p, "rb")) for i, p in enumerate(self.shards)}
+
+
+def _contiguous_strides(shape: list[int]) -> list[int]:
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= n
+    return list(reversed(strides))
 
 
 def _read(fh, base: int, info: dict[str, Any]) -> torch.Tensor:
@@ -412,7 +441,7 @@ def _stream(
         done = {n + suffix for n in linears for suffix in (".weight", ".bias")}
         for key, file_key in file.keys.items():
             if key not in done:
-                _assign(model, key, file.read(fh, file_key), compute, device, file.path)
+                _assign(model, key, _whole(file, fh, file_key, compute, device), compute, device, file.path)
     return counts
 
 
@@ -453,10 +482,10 @@ def _linear(
     compute: torch.dtype,
     device: torch.device,
 ) -> tuple[torch.nn.Module, str]:
-    weight = file.read(fh, file.keys[name + ".weight"])
-    if list(weight.shape) != [linear.out_features, linear.in_features]:
+    weight_key = file.keys[name + ".weight"]
+    if list(file.shape(name + ".weight")) != [linear.out_features, linear.in_features]:
         raise TextEncoderFileError(
-            f"{file.path}: {name}.weight has shape {list(weight.shape)}, the model expects "
+            f"{file.path}: {name}.weight has shape {list(file.shape(name + '.weight'))}, the model expects "
             f"{[linear.out_features, linear.in_features]}"
         )
     bias_key = file.keys.get(name + ".bias")
@@ -464,20 +493,37 @@ def _linear(
     scale_key = file.scales.get(name + ".weight")
     scale = None if scale_key is None else file.read(fh, scale_key).float()
     is_wo = name.endswith("DenseReluDense.wo")
-    fp8 = weight.dtype in FP8.values()
+    fp8 = file.stored(name + ".weight") in FP8
     if fp8 and quantization == q.NONE and not is_wo:
         from nodes.flux.formats.fp8 import fp8_linear
 
-        return fp8_linear(weight.to(device), scale, bias, compute), "fp8"
+        return fp8_linear(file.read(fh, weight_key).to(device), scale, bias, compute), "fp8"
     keep = _keep_dtype(name, compute)
-    value = _upcast(weight, scale, keep)
-    if quantization != q.NONE and not (is_wo and quantization in q.BNB_CHOICES):
+    quantize = quantization != q.NONE and not (is_wo and quantization in q.BNB_CHOICES)
+    if not quantize and scale is None:  # kept as stored: memory-mapped where it can be
+        return _plain_linear(_whole(file, fh, weight_key, keep, device).to(keep), bias, device), _name(keep)
+    value = _upcast(file.read(fh, weight_key), scale, keep)
+    if quantize:
         layer = q.quantized_linear(
             linear.in_features, linear.out_features, value, bias, quantization, compute, device
         )
         if layer is not None:
             return layer, quantization
-    return _plain_linear(value, bias, device), str(keep).removeprefix("torch.")
+    return _plain_linear(value, bias, device), _name(keep)
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _whole(file: EncoderFile, fh, file_key: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A tensor kept as stored: memory-mapped when it stays on the CPU in its stored dtype (no
+    copy; pages read when used), else read."""
+    if device.type == "cpu":
+        mapped = file.mapped(file_key)
+        if mapped is not None and mapped.dtype == dtype:
+            return mapped
+    return file.read(fh, file_key)
 
 
 def _upcast(weight: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
