@@ -149,11 +149,11 @@ def report(args: argparse.Namespace, variants: dict, times: dict, cpu: dict, sin
         print(line)
     one = encode_cost(args.size) * 1000
     print(f"  one preview (projection + JPEG) of a {args.size}x{args.size} run: {one:.2f} ms")
-    pairs = statistics.median(a / b for a, b in zip(times["on"], times["off"], strict=True))
+    fastest = min(times["on"]) / min(times["off"])
     cpu_ratio = statistics.median(cpu["on"]) / cpu_off
     print(
         f"  ratio previews on / off: {statistics.median(times['on']) / off:.3f}  (target <= 1.03); "
-        f"median of the runs' own on / off: {pairs:.3f}; CPU time {cpu_ratio:.3f}"
+        f"fastest runs {fastest:.3f}; CPU time {cpu_ratio:.3f}"
     )
 
 

@@ -2,12 +2,14 @@
 image, ComfyUI's binary frames, the throttle, and the whole path on a real server with tiny real
 FLUX models: FluxSampler and KSampler hand their denoised estimate to ctx.progress, the frames
 reach only the client that queued the prompt (type 4 with the node id to a client that asked for
-it, type 1 otherwise), inside the node's run, and `--preview-method none` sends none."""
+it, type 1 otherwise), inside the node's run, and `--preview-method none` sends none; a client
+that is behind misses previews rather than being dropped for them."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import socket
 import struct
 import threading
 from pathlib import Path
@@ -24,16 +26,19 @@ from server.cli import build_parser
 from server.previews import (
     FLUX_RGB_BIAS,
     FLUX_RGB_FACTORS,
+    PREVIEW_EVENT,
     PreviewRenderer,
     check_method,
     latent_to_rgb,
     preview_image,
     render,
 )
+from server.routes.common import STATE
 from server.routes.frontend_info import server_features
 from server.runtime import RuntimeConfig, create_runtime
 from tests.comfy_nodes import graphs
 from tests.flux.builders import model_dir, output_of, run
+from tests.hardening.serve import ws_handshake
 from tests.server.conftest import Api, ServerThread, client_id
 from tests.server.preview_client import PreviewClient, frames, frames_inside_node, parse_frame
 from tests.server.wsclient import done
@@ -187,9 +192,10 @@ def test_a_frame_never_follows_the_event_that_ended_its_node_and_only_the_newest
 def test_a_preview_that_fails_to_draw_never_fails_the_run(caplog):
     renderer = PreviewRenderer(min_interval_s=0)
     stream, sent = _stream(renderer)
-    stream("9", 1, 2, torch.zeros(1, 4, 2, 2))
-    stream("9", 2, 2, torch.zeros(1, 4, 2, 2))
-    assert renderer.idle(10) and sent == [] and stream.failed == 2
+    for step in (1, 2):
+        stream("9", step, 2, torch.zeros(1, 4, 2, 2))
+        assert renderer.idle(10)  # each is drawn (a newer one would replace it while it waits)
+    assert sent == [] and stream.failed == 2
     assert [r.getMessage() for r in caplog.records if r.name == "fluxloom.previews"] == [
         "preview of node 9 not drawn: a latent preview needs 16 channels [B, 16, h, w], got (1, 4, 2, 2)"
     ]
@@ -366,5 +372,42 @@ def test_preview_method_none_sends_no_frame(models, tmp_path):
         progress = [m["data"]["value"] for m in messages if isinstance(m, dict) and m["type"] == "progress"]
         assert progress == [1, 2, 3, 4]
         ws.close()
+    finally:
+        srv.stop()
+
+
+def test_a_client_that_is_behind_misses_previews_and_is_never_dropped_for_them(tmp_path):
+    """Previews are the one message a client may miss: one whose outbox already holds more than
+    PREVIEW_BACKLOG_BYTES gets no more of them, and they never count towards dropping it."""
+    from server.ws import PREVIEW_BACKLOG_BYTES
+
+    srv = ServerThread(tmp_path / "data").start()
+    try:
+        hub = srv.app[STATE].hub
+        stalled_id, reader_id = client_id(), client_id()
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", srv.port))
+        ws_handshake(srv.port, stalled_id, stalled)  # and then never reads
+        reader = PreviewClient(f"ws://127.0.0.1:{srv.port}/ws?clientId={reader_id}")
+        reader.hello()
+        reader.collect(lambda m: m["type"] == "feature_flags", 10)
+        frame = {"metadata": events.preview_metadata("3", "p"), "image": b"\xff\xd8" + bytes(64 * 1024)}
+
+        async def send() -> int:  # 8 MiB of previews to each, with no chance to send any yet
+            for _ in range(128):
+                hub.send(PREVIEW_EVENT, frame, stalled_id)
+                hub.send(PREVIEW_EVENT, frame, reader_id)
+            hub.send("test_done", {}, reader_id)
+            return max(box.bytes for box in hub._outbox.values())
+
+        queued = asyncio.run_coroutine_threadsafe(send(), srv.loop).result(10)
+        assert queued <= PREVIEW_BACKLOG_BYTES + len(frame["image"]) + 1024
+        assert hub.dropped == 0 and hub.connections == 2
+        got = reader.collect(lambda m: m["type"] == "test_done")
+        # The reader missed what did not fit either, but the frames it got are whole.
+        assert 1 <= len(frames(got)) < 128 and all(f.image == frame["image"] for f in frames(got))
+        reader.close()
+        stalled.close()
     finally:
         srv.stop()
