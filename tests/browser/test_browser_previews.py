@@ -46,6 +46,12 @@ def test_previews_appear_on_the_sampler_during_a_20_step_run_and_go_when_it_ends
         "(id) => window.fluxloom.graph.getNodeById(id).widgets.find(w => w.name === 'steps').value", sampler
     )
     assert steps == 20
+    # A seed of its own: the session's server caches outputs, and other tests run the default.
+    page.evaluate(
+        "(id) => { const n = window.fluxloom.graph.getNodeById(id);"
+        " n.widgets.find(w => w.name === 'seed').value = 4242; }",
+        sampler,
+    )
     page.evaluate(RECORD_PREVIEWS)
     page.click("#queue-button")
     page.wait_for_function("window.__previews.success", timeout=240_000)
