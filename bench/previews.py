@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 from bench.sampler import RESULTS, bench_prompt, ensure_model  # noqa: E402
 from server import events  # noqa: E402
-from server.previews import PreviewRenderer, render  # noqa: E402
+from server.previews import PreviewRenderer, capture, encode_jpeg, image  # noqa: E402
 from server.runtime import RuntimeConfig, create_runtime  # noqa: E402
 
 
@@ -63,15 +63,20 @@ def timed_run(
     return seconds, cpu
 
 
-def encode_cost(size: int, repeats: int = 50) -> float:
-    """Median seconds to turn one latent of this image size into a JPEG (projection + encode)."""
+def preview_costs(size: int, repeats: int = 50) -> tuple[float, float]:
+    """Median seconds of one preview of a run of this image size: (capture, on the sampling
+    thread; enlarge + JPEG, on the encoder thread). Random latents: a real image's JPEG is
+    smaller and quicker."""
     latent = torch.randn(1, 16, size // 8, size // 8)
-    times = []
+    captures, encodes = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        render(latent)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        captured = capture(latent)
+        t1 = time.perf_counter()
+        encode_jpeg(image(captured))
+        captures.append(t1 - t0)
+        encodes.append(time.perf_counter() - t1)
+    return statistics.median(captures), statistics.median(encodes)
 
 
 def main() -> None:
@@ -147,8 +152,12 @@ def report(args: argparse.Namespace, variants: dict, times: dict, cpu: dict, sin
             line += f"  {count:4.1f} frames/run of {size:.1f} KiB; on / off {med / off:.3f}"
             line += f", CPU {used / cpu_off:.3f}"
         print(line)
-    one = encode_cost(args.size) * 1000
-    print(f"  one preview (projection + JPEG) of a {args.size}x{args.size} run: {one:.2f} ms")
+    for size in sorted({args.size, 1024}):
+        grab, encode = preview_costs(size)
+        print(
+            f"  one preview of a {size}x{size} run: {grab * 1000:.2f} ms on the sampling thread, "
+            f"{encode * 1000:.2f} ms enlarging + JPEG on the encoder thread"
+        )
     fastest = min(times["on"]) / min(times["off"])
     cpu_ratio = statistics.median(cpu["on"]) / cpu_off
     print(

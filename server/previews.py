@@ -10,10 +10,11 @@ A preview is one of:
 - a PIL image, or ComfyUI's `("JPEG" | "PNG", image, max_size)` tuple (custom nodes ported from
   ComfyUI report those).
 
-Cost: on the sampling thread a preview costs a clock read and a comparison per step (at most one
-preview per `min_interval_s`, never two of one step, and only while somebody is connected to see
-it). The projection, the resize and the JPEG encoding run on one background thread that keeps
-only the newest preview waiting, so a slow encoder drops old frames instead of queueing them.
+Cost: on the sampling thread a step costs a clock read and a comparison; at most one preview per
+`min_interval_s` (never two of one step, and only while somebody is connected to see it) costs
+the projection of its latent to a small RGB array there too. Enlarging and JPEG encoding run on
+one background thread that keeps only the newest preview waiting, so a slow encoder drops old
+frames instead of queueing them.
 """
 
 from __future__ import annotations
@@ -72,11 +73,29 @@ def check_method(method: str) -> str:
 
 
 # --- from a preview to an image -----------------------------------------------------------------
+# Two stages. `capture` runs on the sampling thread, only for the previews that are drawn: the
+# latent's tensor work (the denoised estimate, the projection) stays on the thread and device
+# stream that own it (a CPU tensor op on another thread would start a second OpenMP team beside
+# the sampler's, and a CUDA copy there would wait for the sampler's stream), and leaves a small
+# uint8 RGB array (on a CUDA device, copied to pinned host memory without waiting, with an event
+# that marks the copy done). `image` and `encode_jpeg` run on the encoder thread: enlarge, bound,
+# JPEG, all in Pillow (C code that releases the GIL).
+
+
+@dataclass
+class Captured:
+    """A preview taken from the sampler: RGB pixels [h, w, 3] uint8 on the host (a tensor) or a
+    PIL image, and what must happen before they can be read (a CUDA event; None: nothing)."""
+
+    pixels: Any
+    ready: Any = None
+    enlarge: bool = True  # a latent's pixels are cells: enlarge them when tiny
+    max_size: int | None = None  # a smaller bound the preview asked for (ComfyUI's tuple)
 
 
 def latent_to_rgb(latent: Any) -> Any:
-    """The first image of a [B, 16, h, w] latent as an RGB uint8 array [h, w, 3] on the CPU
-    (projected on the latent's own device, so only the small result crosses to the host)."""
+    """The first image of a [B, 16, h, w] latent projected to RGB: a uint8 tensor [h, w, 3] on
+    the latent's device."""
     import torch
 
     x = latent[0] if latent.ndim == 4 else latent
@@ -86,42 +105,69 @@ def latent_to_rgb(latent: Any) -> Any:
     factors = torch.tensor(FLUX_RGB_FACTORS, dtype=x.dtype, device=x.device)
     bias = torch.tensor(FLUX_RGB_BIAS, dtype=x.dtype, device=x.device)
     rgb = torch.einsum("chw,cr->hwr", x, factors) + bias  # -1..1
-    return ((rgb + 1) * 127.5).clamp(0, 255).round().to(torch.uint8).cpu().numpy()
+    return ((rgb + 1) * 127.5).clamp(0, 255).round().to(torch.uint8)
 
 
-def preview_image(preview: Any, max_size: int = MAX_SIZE) -> Any:
-    """A PIL image of a preview (see the module doc), at most `max_size` on its longest side;
-    a latent is enlarged (nearest, by a whole factor) when it is tiny. None: nothing to show."""
+def capture(preview: Any) -> Captured | None:
+    """The sampling thread's part of a preview (see the module doc); None: nothing to show."""
     from PIL import Image
 
     if callable(preview):
         preview = preview()
     if isinstance(preview, tuple) and len(preview) == 3 and isinstance(preview[1], Image.Image):
-        preview, max_size = preview[1], min(max_size, preview[2] or max_size)  # ComfyUI's tuple
+        return Captured(preview[1], enlarge=False, max_size=preview[2] or None)  # ComfyUI's tuple
     if isinstance(preview, Image.Image):
-        image = preview.convert("RGB")
-    elif hasattr(preview, "ndim") and hasattr(preview, "shape"):
-        image = Image.fromarray(latent_to_rgb(preview), "RGB")
-        factor = min(UPSCALE_MAX, max_size // max(image.size))
-        if factor > 1:
-            image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
-    else:
+        return Captured(preview, enlarge=False)
+    if not (hasattr(preview, "ndim") and hasattr(preview, "shape")):
         return None
-    if max(image.size) > max_size:
-        image.thumbnail((max_size, max_size), Image.Resampling.BILINEAR)
-    return image
+    rgb = latent_to_rgb(preview)
+    if rgb.device.type != "cuda":
+        return Captured(rgb.cpu())
+    import torch
+
+    host = torch.empty(rgb.shape, dtype=torch.uint8, pin_memory=True)
+    host.copy_(rgb, non_blocking=True)
+    ready = torch.cuda.Event()
+    ready.record()
+    return Captured(host, ready)
 
 
-def encode_jpeg(image: Any, quality: int = JPEG_QUALITY) -> bytes:
+def image(captured: Captured, max_size: int = MAX_SIZE) -> Any:
+    """The encoder thread's PIL image of a capture: at most `max_size` on its longest side, a
+    tiny latent enlarged (nearest, by a whole factor, at most to the image's own size)."""
+    from PIL import Image
+
+    if captured.ready is not None:
+        captured.ready.synchronize()
+    max_size = min(max_size, captured.max_size or max_size)
+    if isinstance(captured.pixels, Image.Image):
+        picture = captured.pixels.convert("RGB")
+    else:
+        picture = Image.fromarray(captured.pixels.numpy(), "RGB")
+    factor = min(UPSCALE_MAX, max_size // max(picture.size)) if captured.enlarge else 1
+    if factor > 1:
+        picture = picture.resize((picture.width * factor, picture.height * factor), Image.Resampling.NEAREST)
+    if max(picture.size) > max_size:
+        picture.thumbnail((max_size, max_size), Image.Resampling.BILINEAR)
+    return picture
+
+
+def preview_image(preview: Any, max_size: int = MAX_SIZE) -> Any:
+    """Both stages at once: a PIL image of a preview, or None."""
+    captured = capture(preview)
+    return None if captured is None else image(captured, max_size)
+
+
+def encode_jpeg(picture: Any, quality: int = JPEG_QUALITY) -> bytes:
     out = io.BytesIO()
-    image.save(out, format="JPEG", quality=quality)
+    picture.save(out, format="JPEG", quality=quality)
     return out.getvalue()
 
 
 def render(preview: Any, max_size: int = MAX_SIZE, quality: int = JPEG_QUALITY) -> bytes | None:
     """A preview as JPEG bytes, or None when it has nothing to show."""
-    image = preview_image(preview, max_size)
-    return None if image is None else encode_jpeg(image, quality)
+    picture = preview_image(preview, max_size)
+    return None if picture is None else encode_jpeg(picture, quality)
 
 
 # --- one prompt's previews ----------------------------------------------------------------------
@@ -134,7 +180,7 @@ class _Job:
     stream: PromptPreviews
     generation: int
     node: str
-    preview: Any
+    captured: Captured
 
 
 class PromptPreviews:
@@ -164,7 +210,22 @@ class PromptPreviews:
         if not self.wanted():
             return
         self._last_at, self._last_step = now, step
-        self.renderer.submit(_Job(self, self.generation, node, preview))
+        try:
+            captured = capture(preview)
+        except Exception as exc:  # a preview never fails a prompt: say why, once per prompt
+            self.not_drawn(node, exc)
+            return
+        if captured is not None:
+            self.submit(node, captured)
+
+    def submit(self, node: str, captured: Captured) -> None:
+        """Hand a captured preview to the encoder thread (no throttle)."""
+        self.renderer.submit(_Job(self, self.generation, node, captured))
+
+    def not_drawn(self, node: str, exc: Exception) -> None:
+        if not self.failed:
+            log.warning("preview of node %s not drawn: %s", node, events.exception_message(exc))
+        self.failed += 1
 
     def wrap(self, listener: Callable[[str, dict[str, Any]], None]) -> Callable[[str, dict[str, Any]], None]:
         def wrapped(event: str, data: dict[str, Any]) -> None:
@@ -261,12 +322,9 @@ class PreviewRenderer:
         if job.generation != job.stream.generation:  # its node ended while it waited
             return
         try:
-            jpeg = render(job.preview, self.max_size, self.quality)
-        except Exception as exc:  # a preview never fails a prompt: say why, once per prompt
+            jpeg = encode_jpeg(image(job.captured, self.max_size), self.quality)
+        except Exception as exc:
             self.failed += 1
-            if not job.stream.failed:
-                log.warning("preview of node %s not drawn: %s", job.node, events.exception_message(exc))
-            job.stream.failed += 1
+            job.stream.not_drawn(job.node, exc)
             return
-        if jpeg is not None:
-            job.stream.deliver(job, jpeg)
+        job.stream.deliver(job, jpeg)
