@@ -58,6 +58,7 @@ test: install web-deps chromium redis lint
 # Refresh the README's pictures (the tests themselves never write into the checkout).
 screenshots: install web-deps chromium
 	FLUXLOOM_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/browser/test_browser_run.py tests/browser/test_browser_nodes.py
+	$(PY) tests/frontend/screenshots.py --out docs/screenshots
 
 bench: install
 	$(PY) bench/executor.py

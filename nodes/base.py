@@ -38,44 +38,44 @@ class Interrupted(Exception):
 # typo) fails when the node is declared, at import.
 
 
-@dataclass(frozen=True, eq=False)
-class SocketType:
-    name: str
-    value: str  # the Python value that travels on it, for docs and `fluxloom nodes`
+class _NamedType:
+    """What socket types and unions share: they are known by their name, which is unique, so a
+    type equals its name (code and tests may compare with "LATENT"), and `A | B` is a union."""
 
-    # A type equals its name (names are unique), so code and tests may compare with "LATENT".
+    name: str
+
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, SocketType | TypeUnion | str):
+        if isinstance(other, _NamedType | str):
             return self.name == (other if isinstance(other, str) else other.name)
         return NotImplemented
 
     def __hash__(self) -> int:
         return hash(self.name)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __or__(self, other: SocketType | TypeUnion) -> TypeUnion:
+        mine = self.members if isinstance(self, TypeUnion) else (self,)
+        extra = other.members if isinstance(other, TypeUnion) else (other,)
+        return TypeUnion(tuple(dict.fromkeys((*mine, *extra))))
+
+
+@dataclass(frozen=True, eq=False)
+class SocketType(_NamedType):
+    name: str
+    value: str  # the Python value that travels on it, for docs and `fluxloom nodes`
 
     @property
     def names(self) -> frozenset[str]:
         return frozenset((self.name,))
 
-    def __or__(self, other: SocketType | TypeUnion) -> TypeUnion:
-        return TypeUnion((self,)) | other
-
-    def __str__(self) -> str:
-        return self.name
-
 
 @dataclass(frozen=True, eq=False)
-class TypeUnion:
+class TypeUnion(_NamedType):
     """An input that takes any of several types, written `A | B`."""
 
     members: tuple[SocketType, ...]
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, SocketType | TypeUnion | str):
-            return self.name == (other if isinstance(other, str) else other.name)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self.name)
 
     @property
     def name(self) -> str:  # ComfyUI's spelling of a union in /object_info
@@ -84,13 +84,6 @@ class TypeUnion:
     @property
     def names(self) -> frozenset[str]:
         return frozenset(m.name for m in self.members)
-
-    def __or__(self, other: SocketType | TypeUnion) -> TypeUnion:
-        extra = other.members if isinstance(other, TypeUnion) else (other,)
-        return TypeUnion(tuple(dict.fromkeys((*self.members, *extra))))
-
-    def __str__(self) -> str:
-        return self.name
 
 
 AnyType = SocketType | TypeUnion

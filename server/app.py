@@ -106,6 +106,16 @@ async def method_not_allowed(request: web.Request, handler: Any) -> web.StreamRe
     return await handler(request)
 
 
+def _hub(cfg: ServerConfig, store: Any) -> Hub:
+    """The websocket hub, reporting the queue of `store` (SQLite, or Redis for a front end)."""
+    return Hub(
+        status=lambda: status_payload(store),
+        features=lambda: server_features(cfg.limits.max_upload_bytes),
+        outbox_bytes=cfg.limits.ws_outbox_bytes,
+        close_grace=cfg.limits.ws_close_grace,
+    )
+
+
 def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     if cfg.cluster is not None:
@@ -113,12 +123,7 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
     store = PromptStore(cfg.data_dir / "queue.sqlite3", max_history=cfg.limits.max_history)
     for pid in store.recover():
         log.warning("prompt %s was running when the server stopped; reported as failed", pid)
-    hub = Hub(
-        status=lambda: status_payload(store),
-        features=lambda: server_features(cfg.limits.max_upload_bytes),
-        outbox_bytes=cfg.limits.ws_outbox_bytes,
-        close_grace=cfg.limits.ws_close_grace,
-    )
+    hub = _hub(cfg, store)
     bridge = LoopBridge()
     previews = PreviewRenderer(cfg.preview_method)
     worker = Worker(
@@ -154,12 +159,7 @@ def _create_frontend_app(runtime: Runtime, cfg: ServerConfig) -> web.Application
 
     frontend = cfg.cluster
     store = RedisStore(frontend.q, frontend)
-    hub = Hub(
-        status=lambda: status_payload(store),
-        features=lambda: server_features(cfg.limits.max_upload_bytes),
-        outbox_bytes=cfg.limits.ws_outbox_bytes,
-        close_grace=cfg.limits.ws_close_grace,
-    )
+    hub = _hub(cfg, store)
     bridge = LoopBridge()
     st = AppState(
         runtime=runtime,

@@ -255,24 +255,28 @@ class _Run:
 
     def answer_from_cache(self, sigs: dict[str, str]) -> set[str]:
         """Take every cached output now (so that an eviction mid-run cannot take it away), send
-        the cached output nodes' UI outputs, and return the nodes still to run."""
-        vp, cache = self.vp, self.ex.cache
+        the cached output nodes' UI outputs, and return the nodes still to run. (The loops read
+        the interrupt flag directly: they run for every node of every prompt.)"""
+        ex, vp, values = self.ex, self.vp, self.values
+        get = ex.cache.get
         hits: dict[str, CacheEntry] = {}
         for nid in vp.order:
-            self.check_interrupt()
-            entry = cache.get(sigs[nid])
+            if ex._interrupted:
+                raise Interrupted("interrupted")
+            entry = get(sigs[nid])
             if entry is not None:
                 hits[nid] = entry
-                self.values[nid] = entry.outputs
+                values[nid] = entry.outputs
         cached = self.result.cached = [nid for nid in vp.order if nid in hits]
         self.emit("execution_cached", events.execution_cached(cached, self.prompt_id), record=True)
         outputs = set(vp.outputs)
         for nid in cached:
-            self.check_interrupt()
-            entry = hits[nid]
-            if nid in outputs and entry.ui is not None:
-                self.result.outputs[nid] = entry.ui
-                self.emit("executed", events.executed(nid, entry.ui, self.prompt_id))
+            if ex._interrupted:
+                raise Interrupted("interrupted")
+            ui = hits[nid].ui
+            if ui is not None and nid in outputs:
+                self.result.outputs[nid] = ui
+                self.emit("executed", events.executed(nid, ui, self.prompt_id))
         return self.needed(hits)
 
     def needed(self, hits: dict[str, CacheEntry]) -> set[str]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodes.base import NodeEnv, NodeRegistry
+from server.node_families import explain_unknown
 from server.validation import DEFAULT_MAX_NODES, ValidatedPrompt, ValidationError, validate_prompt
 from server.workflow_io import WorkflowError, apply_overrides, is_ui_format, to_api
 
@@ -80,5 +81,39 @@ def prepare_prompt(
         validated = validate_prompt(prompt, registry, env, max_nodes=max_nodes)
     except ValidationError as exc:
         exc.prompt = prompt
+        explain_unknown_types(exc, registry, _ui_workflow(data, extra))
         raise
     return PreparedPrompt(validated, extra)
+
+
+def _ui_workflow(data: Any, extra: dict[str, Any]) -> dict[str, Any] | None:
+    """The UI workflow behind the prompt: the one given, or the one ComfyUI's frontend sends
+    beside its API prompt (extra_data.extra_pnginfo.workflow), which says where nodes come from."""
+    if is_ui_format(data):
+        return data
+    pnginfo = extra.get("extra_pnginfo")
+    workflow = pnginfo.get("workflow") if isinstance(pnginfo, dict) else None
+    return workflow if is_ui_format(workflow) else None
+
+
+def explain_unknown_types(
+    exc: ValidationError, registry: NodeRegistry, workflow: dict[str, Any] | None
+) -> None:
+    """Say what each unknown node type is (a custom node pack's, an API node, a subgraph without
+    its definition, a core ComfyUI node fluxloom lacks) and which nodes use it, in place of the
+    validator's bare "does not exist". Only prompts that failed pay for this."""
+    unknown = {
+        nid
+        for nid, entry in exc.node_errors.items()
+        if any(e.get("type") == "missing_node_type" for e in entry.get("errors", []))
+    }
+    if not unknown or not isinstance(exc.prompt, dict):
+        return
+    prompt = {nid: node for nid, node in exc.prompt.items() if str(nid) in unknown}
+    messages = explain_unknown(prompt, registry, workflow)
+    for nid, message in messages.items():
+        for error in exc.node_errors[str(nid)]["errors"]:
+            if error.get("type") == "missing_node_type":
+                # The sentence says all the bare "unknown class_type" details did.
+                error.update(message=message, details="")
+                error.setdefault("extra_info", {})["class_type"] = prompt[nid].get("class_type")

@@ -180,7 +180,8 @@ class PromptStore:
             ids = [r[0] for r in self._db.execute("SELECT prompt_id FROM prompts WHERE status=?", (RUNNING,))]
             for pid in ids:
                 error = events.execution_error(pid, STOPPED_MESSAGE, exception_type="ServerStopped")
-                self._finish_locked(pid, ERROR, {}, [["execution_error", error]], error)
+                texts = ("{}", json.dumps([["execution_error", error]]), json.dumps(error))
+                self._finish_locked(pid, ERROR, texts)
             return ids
 
     # --- queue ------------------------------------------------------------------------------
@@ -233,9 +234,9 @@ class PromptStore:
             if r is None:
                 return None
             self._db.execute("UPDATE prompts SET status=? WHERE prompt_id=?", (RUNNING, r["prompt_id"]))
-            row = _row(r)
-            row.status = RUNNING
-            return row
+        row = _row(r)  # decoded outside the lock: a huge prompt must not hold up the HTTP side
+        row.status = RUNNING
+        return row
 
     def requeue(self, prompt_id: str) -> None:
         """Put a running prompt back at the head of the queue (graceful shutdown)."""
@@ -252,22 +253,18 @@ class PromptStore:
         messages: list,
         error: dict[str, Any] | None = None,
     ) -> None:
+        # Encoded before taking the lock: a prompt of 100,000 outputs makes megabytes of JSON.
+        texts = (json.dumps(result), json.dumps(messages), json.dumps(error) if error else None)
         with self._lock:
-            self._finish_locked(prompt_id, status, result, messages, error)
+            self._finish_locked(prompt_id, status, texts)
             self.changed.notify_all()
 
-    def _finish_locked(self, prompt_id: str, status: str, result: dict, messages: list, error: Any) -> None:
+    def _finish_locked(self, prompt_id: str, status: str, texts: tuple[str, str, str | None]) -> None:
+        """Store a finished prompt; `texts`: its result, messages and error as JSON."""
+        result, messages, error = texts
         self._db.execute(
             "UPDATE prompts SET status=?, result=?, messages=?, error=?, finished=?, seq=? WHERE prompt_id=?",
-            (
-                status,
-                json.dumps(result),
-                json.dumps(messages),
-                json.dumps(error) if error else None,
-                time.time(),
-                self._seq,
-                prompt_id,
-            ),
+            (status, result, messages, error, time.time(), self._seq, prompt_id),
         )
         self._seq += 1
         self._trim_history_locked()

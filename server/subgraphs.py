@@ -26,6 +26,7 @@ rules to them. An instance whose definition is missing is left as it is (validat
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 from typing import Any
@@ -180,8 +181,10 @@ class _Inliner:
             definition = self._active_definition(node)
             if definition is None:
                 self.nodes.append(self._emit(scope, node))
-            else:
-                self._expand(self._child(scope, node, definition))
+                continue
+            child = self._child(scope, node, definition)
+            with _naming(child):
+                self._expand(child)
 
     def _child(self, scope: _Scope, instance: dict, definition: dict) -> _Scope:
         path = (*scope.path, str(instance["id"]))
@@ -191,18 +194,20 @@ class _Inliner:
         name = str(definition.get("name") or definition["id"])
         if len(path) > MAX_DEPTH or any(s.definition is definition for s in _ancestors(scope)):
             raise SubgraphError(f"subgraph {name!r} contains itself (node {':'.join(path)})")
-        if definition["id"] not in self._tables:
-            self._tables[definition["id"]] = link_table(definition)
         child = _Scope(
             path=path,
-            nodes=_nodes_by_id(definition),
-            links=self._tables[definition["id"]],
+            nodes={},
+            links={},
             names=(*scope.names, name),
             definition=definition,
             instance=instance,
             parent=scope,
         )
-        child.promoted = _promoted_values(child)
+        with _naming(child):
+            if definition["id"] not in self._tables:
+                self._tables[definition["id"]] = link_table(definition)
+            child.nodes, child.links = _nodes_by_id(definition), self._tables[definition["id"]]
+            child.promoted = _promoted_values(child)
         self._scopes[path] = child
         return child
 
@@ -277,6 +282,18 @@ class _Inliner:
                 values[index] = value
             elif index == len(values):
                 values.append(value)
+
+
+@contextlib.contextmanager
+def _naming(scope: _Scope):
+    """Turn what a hand-edited definition breaks (a link without a slot, a node that is not an
+    object) into a SubgraphError that names the subgraph and its instance."""
+    try:
+        yield
+    except SubgraphError:
+        raise
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        raise SubgraphError(f"{scope.describe()} is malformed ({type(exc).__name__}: {exc})") from exc
 
 
 def widget_index(node: dict, name: str | None, registry: NodeRegistry | None) -> int | None:

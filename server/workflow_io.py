@@ -10,7 +10,7 @@ from typing import Any
 
 from nodes.base import NodeDef, NodeRegistry
 from server.paths import workflows_dir
-from server.subgraphs import add_subgraph_meta, inline_subgraphs
+from server.subgraphs import SubgraphError, add_subgraph_meta, inline_subgraphs
 
 WORKFLOWS_DIR = workflows_dir()
 
@@ -64,6 +64,8 @@ def ui_to_api(workflow: dict[str, Any], registry: NodeRegistry) -> dict[str, Any
     try:
         flat = inline_subgraphs(workflow, registry)  # subgraph instances → their nodes, ids "outer:inner"
         return add_subgraph_meta(_ui_to_api(flat, registry), flat)
+    except SubgraphError as exc:  # names the subgraph and the instance
+        raise WorkflowError(str(exc)) from exc
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
         # A hand-edited or truncated file: say so rather than fail with a bare traceback.
         raise WorkflowError(f"malformed UI workflow ({type(exc).__name__}: {exc})") from exc

@@ -9,16 +9,20 @@ DualCLIPLoader or CLIPLoader tells CLIP-L from T5 by the file's content, whichev
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from nodes.base import Combo, Float, Input, NodeContext, Output, Socket, node
 from nodes.comfy.types import CLIP, MODEL
 from nodes.comfy.values import DiffusionModel, TextEncoders
 from nodes.flux import catalog
 from nodes.flux import quantization as q
+from nodes.flux.formats.detect import detect_file
 from nodes.flux.handles import ModelHandle
 from nodes.flux.loaders import model_handle
 from nodes.flux.lora_node import lora_choices, with_lora
 from nodes.flux.provider import MODEL_INPUTS, TEXT_ENCODER
-from nodes.flux.sources import ModelSourceError
+from nodes.flux.sources import PARTS, ModelSourceError
 from nodes.flux.types import VAE
 
 CATEGORY = "loaders"
@@ -82,7 +86,27 @@ def _with_all_parts(env) -> set[str]:
     outputs=[Output(MODEL, "MODEL")],
 )
 def unet_loader(ctx: NodeContext, unet_name: str, weight_dtype: str) -> tuple[DiffusionModel]:
-    return (DiffusionModel(model_handle(ctx, "FLUX_MODEL", unet_name, WEIGHT_DTYPES[weight_dtype], "auto")),)
+    return (diffusion_model(model_handle(ctx, "FLUX_MODEL", unet_name, WEIGHT_DTYPES[weight_dtype], "auto")),)
+
+
+def diffusion_model(transformer: ModelHandle) -> DiffusionModel:
+    """MODEL for a transformer handle, knowing from its file whether it is a dev (guidance
+    embeddings) or a schnell one, so that BasicScheduler need not load it to choose the sigmas."""
+    return DiffusionModel(transformer, guidance_embeds=guidance_embeds(Path(transformer.path)))
+
+
+def guidance_embeds(path: Path) -> bool | None:
+    """Whether the FLUX transformer at `path` has a guidance embedding: from a single file's
+    tensor names (header only), or from a pipeline folder's transformer/config.json (diffusers'
+    default, False, when the key is absent). None when neither says."""
+    if path.is_dir():
+        config = path / PARTS["FLUX_MODEL"].subfolder / "config.json"
+        try:
+            return bool(json.loads(config.read_text(encoding="utf-8")).get("guidance_embeds", False))
+        except (OSError, ValueError, AttributeError):
+            return None
+    detected = detect_file(path)
+    return detected.guidance if detected is not None else None
 
 
 # --- text encoders --------------------------------------------------------------------------------
@@ -184,7 +208,7 @@ def vae_loader(ctx: NodeContext, vae_name: str) -> tuple[ModelHandle]:
     outputs=[Output(MODEL, "MODEL"), Output(CLIP, "CLIP"), Output(VAE, "VAE")],
 )
 def checkpoint_loader(ctx: NodeContext, ckpt_name: str) -> tuple[DiffusionModel, TextEncoders, ModelHandle]:
-    model = DiffusionModel(model_handle(ctx, "FLUX_MODEL", ckpt_name, q.NONE, "auto"))
+    model = diffusion_model(model_handle(ctx, "FLUX_MODEL", ckpt_name, q.NONE, "auto"))
     encoders = TextEncoders(
         clip_l=model_handle(ctx, "CLIP", ckpt_name, q.NONE, "auto"),
         t5=model_handle(ctx, "T5", ckpt_name, q.NONE, "auto"),

@@ -27,34 +27,47 @@ def extra_paths(env: Any) -> tuple[Path, ...]:
     return tuple(getattr(env, "extra_model_paths", ()) or ())
 
 
-def model_files(env: Any, kind: str) -> dict[str, Path]:
-    """Single files offered for `kind` (name → path), checkpoints holding that part included."""
-    models_dir = getattr(env, "models_dir", None)
+MODEL_KINDS = ("FLUX_MODEL", "CLIP", "T5", "VAE")
+
+
+def inventory(env: Any) -> dict[str, dict[str, Path]]:
+    """Everything offered, by kind ("FLUX_MODEL", "CLIP", "T5", "VAE", "LORA", "CHECKPOINT"), from
+    one look at the folders: pipelines that have the part, then single files (checkpoints under
+    every kind whose part they hold). Read afresh on each call, so a model added is offered at
+    once; detection is cached per file, so a call costs a folder listing."""
+    models_dir = getattr(env, "models_dir", None) if env is not None else None
     try:
         found = find_model_files(models_dir, extra_paths(env))
     except ExtraModelPathsError as exc:  # e.g. the yaml beside the models folder was broken since
         log.error("model folders not listed: %s", exc)
-        return {}
-    files = dict(found.get(kind, {}))
-    if kind in CHECKPOINT_PART:
-        part = CHECKPOINT_PART[kind]
-        for name, path in found.get("CHECKPOINT", {}).items():
-            detected = detect_file(path)
-            if part is None or (detected is not None and part in detected.parts):
-                files.setdefault(name, path)
-    return files
+        found = {}
+    pipelines = find_pipelines(models_dir) if models_dir is not None else {}
+    offered: dict[str, dict[str, Path]] = {}
+    for kind in (*MODEL_KINDS, "LORA", "CHECKPOINT"):
+        names: dict[str, Path] = {}
+        if kind in PARTS:
+            sub = PARTS[kind].subfolder
+            names.update((n, p) for n, p in pipelines.items() if (p / sub).is_dir())
+        for name, path in found.get(kind, {}).items():
+            names.setdefault(name, path)
+        if kind in CHECKPOINT_PART:
+            part = CHECKPOINT_PART[kind]
+            for name, path in found.get("CHECKPOINT", {}).items():
+                detected = detect_file(path)
+                if part is None or (detected is not None and part in detected.parts):
+                    names.setdefault(name, path)
+        offered[kind] = names
+    return offered
+
+
+def model_files(env: Any, kind: str) -> dict[str, Path]:
+    """Single files (and pipelines) offered for `kind`: see inventory()."""
+    return inventory(env)[kind]
 
 
 def sources(env: Any, kind: str) -> dict[str, Path]:
     """Everything a loader of `kind` offers: pipelines that have the part, then single files."""
-    models_dir = getattr(env, "models_dir", None)
-    offered: dict[str, Path] = {}
-    if models_dir is not None and kind in PARTS:
-        sub = PARTS[kind].subfolder
-        offered.update((n, p) for n, p in find_pipelines(models_dir).items() if (p / sub).is_dir())
-    for name, path in model_files(env, kind).items():
-        offered.setdefault(name, path)
-    return offered
+    return inventory(env)[kind]
 
 
 def source_choices(env: Any, kind: str) -> list[str]:
@@ -63,9 +76,10 @@ def source_choices(env: Any, kind: str) -> list[str]:
 
 def source_path(env: Any, name: str, kind: str) -> Path:
     """The folder or file a loader's `source` names, or an error listing what is installed."""
-    found = sources(env, kind).get(name)
+    offered = sources(env, kind)
+    found = offered.get(name)
     if found is None:
-        installed = ", ".join(sources(env, kind)) or "none"
+        installed = ", ".join(offered) or "none"
         raise ModelSourceError(
             f"model {name!r} is not installed under {env.models_dir} (installed for this loader: {installed})"
         )
@@ -73,27 +87,26 @@ def source_path(env: Any, name: str, kind: str) -> Path:
 
 
 def any_model_installed(env: Any) -> bool:
-    return any(sources(env, kind) for kind in ("FLUX_MODEL", "CLIP", "T5", "VAE"))
+    offered = inventory(env)
+    return any(offered[kind] for kind in MODEL_KINDS)
 
 
 def is_demo(name: str) -> bool:
     return name == DEMO_NAME or Path(name).name.startswith(DEMO_NAME)
 
 
-def demo_only(env: Any) -> bool:
+def demo_only(env: Any, offered: dict[str, dict[str, Path]] | None = None) -> bool:
     """The one rule for "only the demo model is installed": every model offered is the demo
     (its pipeline folder, or the single files `fluxloom demo-model --format comfyui` writes)."""
-    names = [n for kind in ("FLUX_MODEL", "CLIP", "T5", "VAE") for n in sources(env, kind)]
+    offered = offered if offered is not None else inventory(env)
+    names = [n for kind in MODEL_KINDS for n in offered[kind]]
     return bool(names) and all(is_demo(n) for n in names)
 
 
-def demo_source(env: Any, kind: str, hint: str = "") -> str | None:
-    """The demo's entry in a loader's choices: its pipeline for fluxloom's loaders, its single
-    file for ComfyUI's (which list files only). `hint` is the missing name (a T5 named
-    "t5xxl_fp16.safetensors" is replaced by the demo T5 in a loader that lists both encoders)."""
-    choices = [n for n in sources(env, kind) if is_demo(n)]
+def demo_source(offered: dict[str, dict[str, Path]], kind: str) -> str | None:
+    """The demo's entry among a loader's choices (`offered`: an inventory()): its pipeline folder
+    when there is one (every loader offers it), else its single file."""
+    choices = [n for n in offered.get(kind, {}) if is_demo(n)]
     if not choices:
         return None
-    if DEMO_NAME in choices:
-        return DEMO_NAME
-    return choices[0]
+    return DEMO_NAME if DEMO_NAME in choices else choices[0]

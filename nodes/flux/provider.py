@@ -102,29 +102,33 @@ def ensure_some_model(env: NodeEnv) -> None:
 def substitute_demo_model(prompt: dict, env: NodeEnv) -> list[str]:
     """Prompt hook: when a loader names a model that is not installed and the only installed
     FLUX model is the demo, point the loader at the demo and say so. With any real model
-    installed nothing is rewritten, and validation lists the installed choices."""
-    if not catalog.demo_only(env):
+    installed nothing is rewritten, and validation lists the installed choices. A prompt with no
+    model loader costs nothing (the folders are looked at only when one names a model)."""
+    wanted = [
+        (node["inputs"], name, kind)
+        for node in prompt.values()
+        if isinstance(node, dict) and isinstance(node.get("inputs"), dict)
+        for (class_type, name), kind in MODEL_INPUTS.items()
+        if node.get("class_type") == class_type and isinstance(node["inputs"].get(name), str)
+    ]
+    if not wanted:
+        return []
+    offered = catalog.inventory(env)
+    if not catalog.demo_only(env, offered):
         return []
     warnings: list[str] = []
-    offered: dict[str, list[str]] = {}
-    for node in prompt.values():
-        if not isinstance(node, dict) or not isinstance(node.get("inputs"), dict):
+    for inputs, name, kind in wanted:
+        value = inputs[name]
+        if kind == TEXT_ENCODER:  # a ComfyUI CLIP loader: CLIP-L or T5, told apart by the name
+            kind = "T5" if "t5" in value.lower() else "CLIP"
+        demo = catalog.demo_source(offered, kind)
+        if value in offered.get(kind, {}) or demo is None:
             continue
-        for (class_type, name), kind in MODEL_INPUTS.items():
-            value = node["inputs"].get(name)
-            if node.get("class_type") != class_type or not isinstance(value, str):
-                continue
-            if kind == TEXT_ENCODER:
-                kind = "T5" if "t5" in value.lower() else "CLIP"
-            choices = offered.setdefault(kind, catalog.source_choices(env, kind))
-            demo = catalog.demo_source(env, kind)
-            if value in choices or demo is None:
-                continue
-            node["inputs"][name] = demo
-            message = (
-                f"{name} '{value}' is not installed; using the demo model {demo} "
-                "(random weights: images are noise)"
-            )
-            if message not in warnings:
-                warnings.append(message)
+        inputs[name] = demo
+        message = (
+            f"{name} '{value}' is not installed; using the demo model {demo} "
+            "(random weights: images are noise)"
+        )
+        if message not in warnings:
+            warnings.append(message)
     return warnings

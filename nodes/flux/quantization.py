@@ -209,7 +209,7 @@ def load_streaming(
             kept += 1
         else:
             done += 1
-        _set_submodule(model, name, q)
+        set_submodule(model, name, q)
         del weight
     missing = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if missing:
@@ -241,7 +241,7 @@ def _assign(
         log.debug("checkpoint key %s.%s has no place in the model; skipped", module_name, name)
 
 
-def _set_submodule(root: torch.nn.Module, dotted: str, new: torch.nn.Module) -> None:
+def set_submodule(root: torch.nn.Module, dotted: str, new: torch.nn.Module) -> None:
     parent_name, _, child = dotted.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     setattr(parent, child, new)

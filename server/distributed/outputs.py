@@ -21,11 +21,11 @@ import copy
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from nodes.base import Combo, NodeEnv, NodeRegistry
+from server.atomic import write_atomic
 from server.distributed.config import file_id, retrying
 from server.distributed.redis_queue import RedisQueue
 from server.security import UnsafePath, safe_join
@@ -57,18 +57,6 @@ def file_entries(ui: dict[str, Any]) -> list[dict[str, Any]]:
             ):
                 found.append(item)
     return found
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _too_large(what: str, total: int, limit: int) -> FilesTooLarge:

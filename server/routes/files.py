@@ -7,13 +7,13 @@ import asyncio
 import io
 import mimetypes
 import os
-import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from server.atomic import write_atomic
 from server.frontend import frontend_state
 from server.routes.common import AppState, BadRequest, state
 from server.security import UnsafePath, safe_join
@@ -140,18 +140,6 @@ def _free_name(folder: Path, name: str) -> Path:
     return candidate
 
 
-def _write(path: Path, data: bytes) -> None:
-    """Atomic write: a reader never sees half an image; a symlink at `path` is replaced, not followed."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 async def _read_upload(request: web.Request, limit: int) -> tuple[dict[str, str], str | None, bytes | None]:
     """The multipart fields: image (file, at most `limit` bytes), overwrite, subfolder, type."""
     fields: dict[str, str] = {}
@@ -213,7 +201,7 @@ async def post_upload_image(request: web.Request) -> web.Response:
         target.parent.mkdir(parents=True, exist_ok=True)
         if fields.get("overwrite", "").lower() not in ("true", "1"):
             target = _free_name(target.parent, target.name)
-        await asyncio.to_thread(_write, target, data)
+        await asyncio.to_thread(write_atomic, target, data)
     except (FileExistsError, NotADirectoryError, IsADirectoryError):
         # A file where the subfolder should be, or a folder where the file should be.
         where = f"{subfolder}/{name}" if subfolder else name

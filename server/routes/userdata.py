@@ -16,12 +16,12 @@ import logging
 import mimetypes
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from server.atomic import write_atomic
 from server.frontend import FrontendState, frontend_state
 from server.routes.common import BadRequest, read_json, state
 from server.security import UnsafePath, safe_join
@@ -113,18 +113,6 @@ def _read_settings(fs: FrontendState) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 async def get_settings(request: web.Request) -> web.Response:
     return web.json_response(_read_settings(frontend_state(request)))
 
@@ -137,7 +125,7 @@ async def _update_settings(fs: FrontendState, changes: dict[str, Any]) -> None:
     # The frontend posts settings one by one, several at once: read-modify-write under a lock.
     async with fs.settings_lock:
         settings = {**_read_settings(fs), **changes}
-        _write_atomic(fs.user_dir / SETTINGS_FILE, json.dumps(settings, indent=2).encode("utf-8"))
+        write_atomic(fs.user_dir / SETTINGS_FILE, json.dumps(settings, indent=2).encode("utf-8"))
 
 
 async def post_settings(request: web.Request) -> web.Response:
@@ -285,7 +273,7 @@ async def post_userdata(request: web.Request) -> web.Response:
         raise BadRequest("path_conflict", f"{request.match_info['file']!r} is a folder", 409)
     body = await _read_body(request)
     try:
-        await asyncio.to_thread(_write_atomic, path, body)
+        await asyncio.to_thread(write_atomic, path, body)
     except (NotADirectoryError, FileExistsError):
         raise BadRequest(
             "path_conflict", f"cannot write {request.match_info['file']!r}: a file is in the way", 409

@@ -460,3 +460,34 @@ def install_named_files(prompt: dict[str, Any], env: NodeEnv) -> list[Path]:
 @pytest.fixture
 def comfy_env(tmp_path) -> NodeEnv:
     return NodeEnv(models_dir=tmp_path / "models", input_dir=tmp_path / "input", output_dir=tmp_path / "out")
+
+
+# --- fluxloom's own nodes on the demo model -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def app_runtime(demo_models, tmp_path_factory):
+    """fluxloom's node library (ComfyUI's nodes included) on a machine with only the demo model."""
+    from server.runtime import RuntimeConfig, create_runtime
+
+    data = tmp_path_factory.mktemp("comfy-workflows-run")
+    return create_runtime(
+        RuntimeConfig(
+            models_dir=demo_models,
+            output_dir=data / "output",
+            input_dir=data / "input",
+            temp_dir=data / "temp",
+            cache_budget_bytes=256 * 2**20,
+            ensure_demo_model=False,
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def app_server(app_runtime, tmp_path_factory):
+    """A real server (127.0.0.1, real sockets) on that runtime."""
+    from tests.server.conftest import ServerThread
+
+    server = ServerThread(tmp_path_factory.mktemp("comfy-workflows-server"), runtime=app_runtime).start()
+    yield server
+    server.stop()

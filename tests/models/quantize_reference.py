@@ -25,6 +25,6 @@ def quantize_linears(
         if layer is None:
             kept += 1
             continue
-        q._set_submodule(module, name, layer)
+        q.set_submodule(module, name, layer)
         done += 1
     return done, kept

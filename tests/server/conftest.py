@@ -119,8 +119,9 @@ class ServerThread:
         security: SecurityConfig | None = None,
         web_dir: Path | None = None,
         limits: Limits | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
-        self.runtime = make_runtime(data_dir)
+        self.runtime = runtime or make_runtime(data_dir)  # default: the model-free test nodes
         cfg = ServerConfig(
             data_dir=data_dir, security=security or SecurityConfig(), limits=limits or Limits()
         )

@@ -1,20 +1,8 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from nodes.flux.demo_files import ensure_demo_files
 from server.runtime import RuntimeConfig, create_runtime
-
-
-@pytest.fixture(scope="session")
-def demo_models(tmp_path_factory) -> Path:
-    """A models folder with the demo pipeline and the same weights as ComfyUI single files
-    (what `fluxloom demo-model --format comfyui` writes)."""
-    root = tmp_path_factory.mktemp("singlefile-models")
-    ensure_demo_files(root)
-    return root
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from diffusers import FluxTransformer2DModel
 
 from nodes.base import NodeContext
 from nodes.comfy.values import DiffusionModel, TextEncoders
@@ -89,3 +90,36 @@ def test_a_template_s_file_names_run_with_the_demo_files(runtime):
     assert any("'flux1-dev.safetensors' is not installed" in w for w in prepared.warnings)
     result = runtime.executor.execute(prepared.validated, "template-names")
     assert result.ok, result.error
+
+
+def test_loaders_tell_dev_from_schnell_so_basic_scheduler_loads_nothing(runtime):
+    """The MODEL knows from the file (or the pipeline's config) whether the transformer has
+    guidance embeddings, so BasicScheduler picks dev's sigma table without loading it; a MODEL
+    that does not know loads it to read its config, and gets the same sigmas."""
+    models = runtime.env.models
+    (from_file,) = run_node(runtime, "UNETLoader", unet_name=FILES["transformer"], weight_dtype="default")
+    (from_pipeline,) = run_node(runtime, "UNETLoader", unet_name=DEMO_NAME, weight_dtype="default")
+    (from_checkpoint, _, _) = run_node(runtime, "CheckpointLoaderSimple", ckpt_name=FILES["checkpoint"])
+    assert from_file.guidance_embeds is True and from_pipeline.guidance_embeds is True
+    assert from_checkpoint.guidance_embeds is True
+    models.release(from_file.transformer)
+    settings = {"scheduler": "simple", "steps": 4, "denoise": 1.0}
+    (sigmas,) = run_node(runtime, "BasicScheduler", model=from_file, **settings)
+    assert not models.is_loaded(from_file.transformer)
+    unknown = DiffusionModel(from_file.transformer)
+    (read_from_config,) = run_node(runtime, "BasicScheduler", model=unknown, **settings)
+    assert models.is_loaded(from_file.transformer)
+    assert torch.equal(sigmas, read_from_config)
+
+
+def test_guidance_embeds_of_a_schnell_file_and_folder(tmp_path):
+    from nodes.comfy.loaders import guidance_embeds
+    from nodes.flux.demo import build_tiny_flux
+    from nodes.flux.formats.writers import write_bfl_transformer
+
+    folder = build_tiny_flux(tmp_path / "schnell", guidance_embeds=False)
+    transformer = FluxTransformer2DModel.from_pretrained(folder, subfolder="transformer")
+    write_bfl_transformer(transformer, tmp_path / "schnell.safetensors", dtype=None)
+    assert guidance_embeds(folder) is False
+    assert guidance_embeds(tmp_path / "schnell.safetensors") is False
+    assert guidance_embeds(tmp_path / "missing.safetensors") is None

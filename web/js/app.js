@@ -8,7 +8,9 @@ import { Execution } from "./execution.js";
 import { checkAvailableChoices, summarizeNotes } from "./models.js";
 import { clearRunMarks, stateOf } from "./nodestate.js";
 import { registerNodeTypes, services } from "./nodetypes.js";
+import { registerNoteTypes } from "./notes.js";
 import { StatusLine } from "./status.js";
+import { enableSubgraphs, unknownTypes } from "./subgraphs.js";
 import { applyControl } from "./widgets.js";
 import {
   DEFAULT_WORKFLOW,
@@ -51,15 +53,18 @@ export class App {
     configureLiteGraph();
     this.objectInfo = await this.api.objectInfo();
     this.nodeTypes = registerNodeTypes(this.objectInfo);
+    registerNoteTypes();
     services.upload = (file) => this.upload(file);
     this.graph = new LGraph();
+    enableSubgraphs(this.graph);
     this.canvas = new LGraphCanvas($("graph-canvas"), this.graph);
     applyTypeColors(this.canvas);
     this.canvas.show_info = false;
     this.canvas.render_canvas_border = false;
     // Whole FLUX graphs fit the screen at about half scale; keep titles and widgets readable there.
     this.canvas.low_quality_zoom_threshold = 0.35;
-    // Subgraphs are a litegraph feature the server does not run; keep the menu to what works.
+    // A workflow's subgraphs show as one node each and run (the server inlines them); making or
+    // editing subgraphs on this canvas is not offered, so keep the menus to what works.
     this.canvas.getMenuOptions = () => [
       { content: "Add Node", has_submenu: true, callback: LGraphCanvas.onMenuAdd },
       { content: "Add Group", callback: LGraphCanvas.onGroupAdd },
@@ -124,9 +129,7 @@ export class App {
 
   /** Replace the graph with a UI workflow; unknown node types are reported, not fatal. */
   async loadWorkflow(workflow, source = "workflow", { fit = false } = {}) {
-    const missing = [...new Set((workflow.nodes || []).map((n) => n.type))].filter(
-      (t) => !LiteGraph.registered_node_types[t],
-    );
+    const missing = unknownTypes(workflow);
     this.graph.configure(structuredClone(workflow));
     if (source !== "last graph") this.currentName = String(source).replace(/\.(json|png)$/i, "");
     clearRunMarks(this.graph);

@@ -2,6 +2,7 @@
 // the running node with its progress and live previews, cached nodes, output images, and errors
 // that name the node.
 import { clearPreview, clearRunMarks, setImages, setPreview, setText, stateOf } from "./nodestate.js";
+import { shownNode } from "./subgraphs.js";
 
 
 export class Execution {
@@ -12,9 +13,10 @@ export class Execution {
     this.lastError = null;
   }
 
+  /** The node that shows node `id` of the prompt: a node inside a subgraph ("12:5") shows on
+   * its instance. */
   node(id) {
-    if (id === null || id === undefined) return null;
-    return this.app.graph.getNodeById(Number(id)) ?? this.app.graph.getNodeById(id) ?? null;
+    return shownNode(this.app.graph, id);
   }
 
   redraw() {

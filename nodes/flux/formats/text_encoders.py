@@ -435,7 +435,7 @@ def _stream(
             if name + ".weight" not in file.keys:
                 continue  # reported by _check_complete
             layer, what = _linear(file, fh, name, linear, quantization, compute, device)
-            _set_submodule(model, name, layer)
+            q.set_submodule(model, name, layer)
             counts[what] += 1
             _give_back_freed_memory()
         done = {n + suffix for n in linears for suffix in (".weight", ".bias")}
@@ -564,11 +564,6 @@ def _assign(
         module._buffers[name] = value
     else:
         log.debug("%s: key %s has no place in the model; skipped", path, key)
-
-
-def _set_submodule(root: torch.nn.Module, dotted: str, new: torch.nn.Module) -> None:
-    parent_name, _, child = dotted.rpartition(".")
-    setattr(root.get_submodule(parent_name) if parent_name else root, child, new)
 
 
 def _check_complete(model: torch.nn.Module, file: EncoderFile) -> None:
