@@ -66,6 +66,7 @@ bench: install
 	$(PY) bench/sampler.py
 	$(PY) bench/memory.py
 	$(PY) bench/scaleout.py
+	$(PY) bench/previews.py
 
 clean:
 	rm -rf $(VENV) web/node_modules

@@ -33,6 +33,7 @@ from server.frontend import (
 from server.limits import body_deadline, handler_args
 from server.openapi import describe
 from server.paths import web_dir
+from server.previews import PreviewRenderer
 from server.routes import add_routes
 from server.routes.common import STATE, AppState, BadRequest, Limits, status_payload
 from server.routes.frontend_info import server_features
@@ -60,6 +61,7 @@ class ServerConfig:
     # A distributed front end (server/distributed/frontend.py: prompts go to Redis, workers run
     # them); None: the embedded SQLite queue and worker thread.
     cluster: Any = None
+    preview_method: str = "auto"  # live previews while sampling (server/previews.py); "none": off
 
 
 @web.middleware
@@ -123,11 +125,14 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
         log.warning("prompt %s was running when the server stopped; reported as failed", pid)
     hub = _hub(cfg, store)
     bridge = LoopBridge()
+    previews = PreviewRenderer(cfg.preview_method)
     worker = Worker(
         store,
         runtime,
         notify=lambda event, data, client_id: bridge.call(hub.send, event, data, client_id),
         queue_changed=lambda: bridge.call(hub.broadcast_status),
+        previews=previews,
+        wants_previews=hub.wants_previews,
     )
     st = AppState(
         runtime=runtime,
@@ -141,6 +146,7 @@ def create_app(runtime: Runtime, cfg: ServerConfig) -> web.Application:
 
     async def stop_work() -> None:
         await asyncio.to_thread(worker.stop)
+        previews.close()
         store.close()
 
     return _application(st, cfg, bridge, worker.start, stop_work)
@@ -166,10 +172,13 @@ def _create_frontend_app(runtime: Runtime, cfg: ServerConfig) -> web.Application
         cluster=frontend,
     )
 
+    previews_on = PreviewRenderer(cfg.preview_method).enabled  # the workers draw them
+
     def start_work() -> None:
         frontend.start(
             deliver=lambda event, data, client_id: bridge.call(hub.send, event, data, client_id),
             queue_changed=lambda: bridge.call(hub.broadcast_status),
+            wants_previews=lambda client_id: previews_on and hub.wants_previews(client_id),
         )
 
     async def stop_work() -> None:
@@ -305,6 +314,7 @@ def serve_main(args: argparse.Namespace) -> int:
         header_timeout=args.header_timeout, body_timeout=args.body_timeout, max_history=args.max_history
     )
     cfg = ServerConfig(data_dir=data, security=security, limits=limits, extension_dirs=web_directories(extra))
+    cfg.preview_method = getattr(args, "preview_method", "auto")
     if comfyui_web is not None:
         cfg.web_dir, cfg.frontend = comfyui_web, "comfyui"
     if getattr(args, "queue", None):  # a front end of the distributed queue: no model here

@@ -66,6 +66,18 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_preview_option(p: argparse.ArgumentParser) -> None:
+    from server.previews import METHODS
+
+    p.add_argument(
+        "--preview-method",
+        choices=METHODS,
+        default="auto",
+        help="live previews of sampler steps on the websocket: latent2rgb (a fixed projection of "
+        "the latent, no VAE decode; auto is the same) or none (default: auto)",
+    )
+
+
 def _add_queue_options(p: argparse.ArgumentParser, required: bool) -> None:
     from server.distributed.config import add_queue_options
 
@@ -162,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="web UI at /: fluxloom's canvas (default) or the official ComfyUI frontend "
         "(needs the extra: pip install 'fluxloom[comfyui]')",
     )
+    _add_preview_option(p)
     _add_runtime_options(p)
     _add_queue_options(p, required=False)
 
@@ -179,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="the worker's own input/output/temp folders (default: ./worker-data)",
     )
+    _add_preview_option(p)
     _add_runtime_options(p)
     _add_queue_options(p, required=True)
 

@@ -10,6 +10,8 @@ whose `str()` raises, an input value too large to print): the node and its type 
 
 from __future__ import annotations
 
+import json
+import struct
 import time
 import traceback as tb
 from collections.abc import Iterable
@@ -110,6 +112,35 @@ def execution_error(
         "current_outputs": {},
         "timestamp": timestamp(),
     }
+
+
+# --- binary preview frames (ComfyUI's BinaryEventTypes) ------------------------------------------
+
+PREVIEW_IMAGE = 1  # uint32 event type, uint32 image format, the image
+PREVIEW_IMAGE_WITH_METADATA = 4  # uint32 event type, uint32 JSON length, the JSON, the image
+JPEG = 1  # PREVIEW_IMAGE's image formats (2 is PNG)
+
+
+def preview_metadata(node: str, prompt_id: str) -> dict[str, Any]:
+    """What a preview frame says of itself: the node that drew it and its prompt (the official
+    frontend puts the image on `display_node_id`)."""
+    return {
+        "node_id": node,
+        "prompt_id": prompt_id,
+        "display_node_id": node,
+        "parent_node_id": None,
+        "real_node_id": node,
+        "image_type": "image/jpeg",
+    }
+
+
+def preview_frame(jpeg: bytes, metadata: dict[str, Any] | None = None) -> bytes:
+    """A binary websocket frame of a JPEG preview: with its metadata (type 4) for clients that
+    said `supports_preview_metadata`, else ComfyUI's older type 1, which names no node."""
+    if metadata is None:
+        return struct.pack(">II", PREVIEW_IMAGE, JPEG) + jpeg
+    meta = json.dumps(metadata).encode()
+    return struct.pack(">II", PREVIEW_IMAGE_WITH_METADATA, len(meta)) + meta + jpeg
 
 
 # --- queue status -------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ from server.validation import ValidatedPrompt, apply_prompt_hooks, validate_prom
 log = logging.getLogger("fluxloom.executor")
 
 Listener = Callable[[str, dict[str, Any]], None]
+# (node, value, total, preview): a node's preview at a progress step (server/previews.py).
+PreviewSink = Callable[[str, int, int, Any], None]
 # Signature prefix of nodes that can never be answered from the cache (see signatures()).
 VOLATILE = "volatile:"
 # In a validated prompt every list-valued input is a link `[source_id, slot]`, so the hot paths
@@ -170,10 +172,13 @@ class Executor:
         prompt_id: str = "",
         listener: Listener | None = None,
         extra_data: dict[str, Any] | None = None,
+        on_preview: PreviewSink | None = None,
     ) -> ExecutionResult:
         """Run a prompt to completion. A raw prompt is validated first, and its validation errors
         raise `server.validation.ValidationError`; every other failure comes back as an
-        ExecutionResult with status error/interrupted."""
+        ExecutionResult with status error/interrupted. `on_preview` gets what nodes hand to
+        `ctx.progress` as a preview (right after that step's `progress` event); without it
+        previews are ignored."""
         if isinstance(prompt, ValidatedPrompt):
             vp, sigs = prompt, None
         else:
@@ -181,7 +186,8 @@ class Executor:
         self._interrupted = False
         self.current = {"prompt_id": prompt_id, "node": None, "value": 0, "max": 0}
         try:
-            return _Run(self, vp, prompt_id, listener or _no_listener, extra_data or {}).run(sigs)
+            run = _Run(self, vp, prompt_id, listener or _no_listener, extra_data or {}, on_preview)
+            return run.run(sigs)
         finally:
             self.current = {}
             self._interrupted = False
@@ -208,11 +214,13 @@ class _Run:
         prompt_id: str,
         listener: Listener,
         extra_data: dict[str, Any],
+        on_preview: PreviewSink | None = None,
     ) -> None:
         self.ex = executor
         self.vp = vp
         self.prompt_id = prompt_id
         self.listener = listener
+        self.on_preview = on_preview
         self.extra_pnginfo = extra_data.get("extra_pnginfo") or {}
         self.result = ExecutionResult(prompt_id=prompt_id, status="success")
         self.values: dict[str, tuple] = {}
@@ -327,11 +335,13 @@ class _Run:
             self.emit("executed", events.executed(nid, ui, self.prompt_id))
 
     def progress_reporter(self, nid: str) -> Callable[[int, int, Any], None]:
-        current, emit, prompt_id = self.ex.current, self.emit, self.prompt_id
+        current, emit, prompt_id, on_preview = self.ex.current, self.emit, self.prompt_id, self.on_preview
 
         def report(value: int, total: int, preview: Any = None) -> None:
             current.update(value=value, max=total)
             emit("progress", events.progress(value, total, nid, prompt_id))
+            if preview is not None and on_preview is not None:
+                on_preview(nid, value, total, preview)
 
         return report
 

@@ -12,6 +12,7 @@ from typing import Any
 from server import events
 from server.executor import ExecutionResult
 from server.prepare import from_record
+from server.previews import PREVIEW_EVENT, PreviewRenderer, PromptPreviews
 from server.runtime import Runtime
 from server.store import ERROR, INTERRUPTED, SUCCESS, PromptRow, PromptStore
 from server.validation import ValidationError
@@ -23,12 +24,21 @@ Notify = Callable[[str, dict[str, Any], str | None], None]  # (event, data, clie
 
 class Worker:
     def __init__(
-        self, store: PromptStore, runtime: Runtime, notify: Notify, queue_changed: Callable[[], None]
+        self,
+        store: PromptStore,
+        runtime: Runtime,
+        notify: Notify,
+        queue_changed: Callable[[], None],
+        previews: PreviewRenderer | None = None,
+        wants_previews: Callable[[str | None], bool] = lambda client_id: True,
     ):
         self.store = store
         self.runtime = runtime
         self.notify = notify
         self.queue_changed = queue_changed
+        # Previews go out as PREVIEW_EVENT notifications, only while a client is there to see them.
+        self.previews = previews
+        self.wants_previews = wants_previews
         self.running: PromptRow | None = None
         self._user_interrupted: str | None = None  # a user's interrupt is final, even at shutdown
         self._free = {"unload_models": False, "free_memory": False}  # done between prompts
@@ -112,11 +122,14 @@ class Worker:
             else:
                 self.notify(event, data, row.client_id)
 
+        previews = self._previews_of(row)
+        if previews is not None:
+            listener = previews.wrap(listener)
         # Validated when it was queued (server/prepare.py); a row queued by an older fluxloom
         # (no plan) is validated here.
         prompt = from_record(row.prompt, row.outputs_to_execute, row.plan) if row.plan else row.prompt
         try:
-            result = self.runtime.executor.execute(prompt, row.prompt_id, listener, row.extra_data)
+            result = self.runtime.executor.execute(prompt, row.prompt_id, listener, row.extra_data, previews)
         except ValidationError as exc:
             result = self._failed(row, f"prompt no longer valid: {exc}", listener)
         except Exception as exc:  # an engine bug must not kill the worker or lose the prompt
@@ -134,6 +147,15 @@ class Worker:
         self.store.finish(row.prompt_id, status, result.outputs, messages, result.error)
         for data in held or [events.executing(None, row.prompt_id)]:
             self.notify("executing", data, row.client_id)
+
+    def _previews_of(self, row: PromptRow) -> PromptPreviews | None:
+        if self.previews is None:
+            return None
+
+        def send(metadata: dict[str, Any], jpeg: bytes) -> None:
+            self.notify(PREVIEW_EVENT, {"metadata": metadata, "image": jpeg}, row.client_id)
+
+        return self.previews.for_prompt(row.prompt_id, send, lambda: self.wants_previews(row.client_id))
 
     def _record_failure(self, row: PromptRow, exc: Exception) -> None:
         """Finish a prompt whose result could not be stored, so it never stays `running`."""

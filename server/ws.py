@@ -2,7 +2,9 @@
 
 Per-prompt messages go to the client that queued the prompt (its `client_id`); prompts queued
 without one are announced to everybody, as ComfyUI does. All methods run on the event loop; the
-worker thread reaches them through `loop.call_soon_threadsafe`.
+worker thread reaches them through `loop.call_soon_threadsafe`. Live previews leave as ComfyUI's
+binary frames (server/previews.py): with their node's id to clients that said
+`supports_preview_metadata` in their `feature_flags`, the older frame without it to the others.
 
 Each connection has an outbox bounded in bytes (`Limits.ws_outbox_bytes`): a client that reads
 slower than the server sends is dropped (close code 1008, with the reason) instead of holding
@@ -23,12 +25,15 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from server import events
+from server.previews import PREVIEW_EVENT
 from server.security import json_error
 
 log = logging.getLogger("fluxloom.ws")
 
 DEFAULT_OUTBOX_BYTES = 4 * 2**20
 DEFAULT_CLOSE_GRACE = 5.0  # seconds a dropped client has to take its close frame before the cut
+PREVIEW_BACKLOG_BYTES = 256 * 2**10  # a client with more unsent misses previews (soon stale anyway)
 
 
 class Outbox:
@@ -36,12 +41,13 @@ class Outbox:
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request, client_id: str, limit: int) -> None:
         self.ws, self.request, self.client_id, self.limit = ws, request, client_id, limit
-        self.messages: deque[str] = deque()
+        self.messages: deque[str | bytes] = deque()  # text messages, binary preview frames
         self.bytes = 0  # queued, plus the message being written
         self.dropped = False
+        self.preview_metadata = False  # the client reads type 4 preview frames
         self._ready = asyncio.Event()
 
-    def put(self, text: str) -> bool:
+    def put(self, text: str | bytes) -> bool:
         """Queue a message; False when that would take the outbox past its limit. One message
         larger than the limit still goes to a client that has nothing waiting."""
         if self.bytes and self.bytes + len(text) > self.limit:
@@ -66,7 +72,10 @@ class Outbox:
                 continue
             text = self.messages.popleft()
             try:
-                await self.ws.send_str(text)
+                if isinstance(text, bytes):
+                    await self.ws.send_bytes(text)
+                else:
+                    await self.ws.send_str(text)
             except (ConnectionError, RuntimeError) as exc:  # the client went away mid-send
                 log.debug("websocket send failed: %s", exc)
                 return
@@ -146,14 +155,17 @@ class Hub:
 
     def _answer_feature_flags(self, text: str, box: Outbox) -> None:
         """ComfyUI's handshake: a client whose first message is `feature_flags` gets the
-        server's flags back (the official frontend waits for them)."""
-        if self._features is None:
-            return
+        server's flags back (the official frontend waits for them); its own flags say which
+        preview frames it reads."""
         try:
-            kind = json.loads(text).get("type")
+            message = json.loads(text)
+            kind, flags = message.get("type"), message.get("data")
         except (ValueError, AttributeError):
             return
-        if kind == "feature_flags" and not box.dropped:
+        if kind != "feature_flags":
+            return
+        box.preview_metadata = isinstance(flags, dict) and flags.get("supports_preview_metadata") is True
+        if self._features is not None and not box.dropped:
             box.put(self._encode("feature_flags", self._features()))
 
     @staticmethod
@@ -162,6 +174,9 @@ class Hub:
 
     def send(self, event: str, data: dict[str, Any], client_id: str | None = None) -> None:
         """Queue a message to one client (or everybody when `client_id` is None)."""
+        if event == PREVIEW_EVENT:
+            self._send_preview(data["metadata"], data["image"], client_id)
+            return
         if event == "executing":
             self.last_running = {"client_id": client_id, "node": data.get("node"), "data": data}
         targets = (
@@ -176,6 +191,29 @@ class Hub:
             box = self._outbox.get(ws)
             if box is not None and not box.dropped and not box.put(text):
                 self._drop(box)
+
+    def wants_previews(self, client_id: str | None) -> bool:
+        """Whether a preview of this client's prompt would reach anybody (called from the
+        worker thread: reads that are atomic under the GIL only)."""
+        return bool(self._clients.get(client_id) if client_id is not None else self._clients)
+
+    def _send_preview(self, metadata: dict[str, Any], jpeg: bytes, client_id: str | None) -> None:
+        """A preview frame to a prompt's clients; one that is behind misses it (never dropped
+        for a preview)."""
+        targets = (
+            self._clients.get(client_id, ())
+            if client_id is not None
+            else [ws for conns in self._clients.values() for ws in conns]
+        )
+        frames: dict[bool, bytes] = {}
+        for ws in list(targets):
+            box = self._outbox.get(ws)
+            if box is None or box.dropped or box.bytes > PREVIEW_BACKLOG_BYTES:
+                continue
+            typed = box.preview_metadata
+            if typed not in frames:
+                frames[typed] = events.preview_frame(jpeg, metadata if typed else None)
+            box.put(frames[typed])
 
     def _drop(self, box: Outbox) -> None:
         """A client that stopped reading (or reads too slowly): free its backlog now, tell it

@@ -146,7 +146,8 @@ def run_sampling(
 
         def on_step(info: dict) -> None:
             last["denoised"] = info["denoised"]
-            ctx.progress(info["i"] + 1, total)
+            # The denoised estimate is the live preview, as in ComfyUI (the model's latent space).
+            ctx.progress(info["i"] + 1, total, info["denoised"])
 
         out = samplers.sample_latent(
             flow, sampler, schedule, start, samples, seed=noise.seed, callback=on_step, device=loaded.device

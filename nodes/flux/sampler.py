@@ -2,7 +2,8 @@
 
 The loop is FluxPipeline's (FluxImg2ImgPipeline's when denoise < 1), written out with the pure
 functions of nodes.flux.math so that the same weights, seed and settings give the same latents
-bit for bit. Progress is reported after every step, which is also where an interrupt stops it.
+bit for bit. Progress is reported after every step, which is also where an interrupt stops it;
+with it goes a live preview: the step's denoised estimate, computed only if it is drawn.
 """
 
 from __future__ import annotations
@@ -89,6 +90,15 @@ def predict(transformer, latents, t, guidance, cond: Conditioning, img_ids) -> t
     )[0]
 
 
+def denoised_estimate(
+    latents: torch.Tensor, pred: torch.Tensor, sigma: torch.Tensor, h: int, w: int
+) -> Callable[[], torch.Tensor]:
+    """The clean latent the model predicts at this step, x - sigma * v, unpacked to [B, 16, h, w]
+    (in the sampler's space), as a function: a preview computes it only for the steps it draws.
+    The tensors are not changed in place later, so it may run after the loop has moved on."""
+    return lambda: fm.unpack_latents(latents.float() - sigma.float() * pred.float(), h, w)
+
+
 def check_fits(transformer: torch.nn.Module, channels: int, *conds: Conditioning | None) -> None:
     """The transformer takes these latents and this conditioning, or a clear error: a FLUX
     Fill/Depth/Canny transformer expects extra image channels, and encoders of another model give
@@ -125,7 +135,7 @@ def sample(
     # where it runs
     device: torch.device,
     model_dtype: torch.dtype | None = None,
-    on_step: Callable[[int, int], None] = lambda i, n: None,
+    on_step: Callable[[int, int, Callable[[], torch.Tensor]], None] = lambda i, n, preview: None,
 ) -> torch.Tensor:
     """Run the sampler on a LATENT's raw latents; returns unpacked latents [B, 16, h, w] on
     `device`, in the sampler's space (`fm.decode_scale` makes them raw again, as FluxPipeline does
@@ -136,7 +146,8 @@ def sample(
     classifier-free guidance with `negative`. Noise is drawn in the conditioning's dtype, as
     diffusers does. When the transformer computes in another dtype (e.g. an fp32 T5 with a bf16
     transformer, which FluxPipeline refuses), the latents and embeddings are cast to it; when the
-    dtypes agree nothing is cast."""
+    dtypes agree nothing is cast. `on_step(step, total, preview)` follows each step; `preview()`
+    gives that step's denoised estimate (see denoised_estimate)."""
     s = settings
     samples = latent["samples"]
     b, _, h, w = samples.shape
@@ -160,8 +171,9 @@ def sample(
             pred = fm.true_cfg(
                 pred, predict(transformer, latents, timesteps[i], guidance, neg, img_ids), s.true_cfg_scale
             )
+        preview = denoised_estimate(latents, pred, sigmas[i], h, w)
         latents = fm.euler_step(latents, pred, sigmas[i], sigmas[i + 1])
-        on_step(n + 1, total)
+        on_step(n + 1, total, preview)
     return fm.unpack_latents(latents, h, w)
 
 

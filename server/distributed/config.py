@@ -120,6 +120,9 @@ class Keys:
     def events(self, frontend: str) -> str:
         return f"{self.base}:events:{frontend}"
 
+    def preview(self, prompt_id: str, node: str) -> str:  # the newest preview JPEG of a running node
+        return f"{self.base}:preview:{prompt_id}:{node}"
+
     @property
     def workers(self) -> str:  # set of worker names (each advertises itself with a TTL)
         return f"{self.base}:workers"

@@ -204,15 +204,17 @@ class FrontEnd:
 
     # --- life ------------------------------------------------------------------------------
 
-    def start(self, deliver: Any, queue_changed: Any) -> None:
+    def start(self, deliver: Any, queue_changed: Any, wants_previews: Any = lambda client_id: True) -> None:
         """Relay this front end's events (`deliver(event, data, client_id)` and
-        `queue_changed()` are called from the relay thread) and sweep dead letters."""
+        `queue_changed()` are called from the relay thread) and sweep dead letters;
+        `wants_previews(client_id)` says whether a live preview would reach anybody."""
         self.relay = EventRelay(
             self.q,
             self.frontend_id,
             deliver,
             queue_changed,
             lambda ui: fetch_outputs(self.q, self.env, ui),
+            wants_previews,
         )
         self.relay.start()
         self.janitor.start()

@@ -10,7 +10,10 @@ the worker sent them. The final events are added by the same atomic step that st
 result (redis_queue.finish), so they are never sent for a result that was not stored, nor twice.
 
 Streams:
-- `events:<front end>`: `{c: client_id, e: event, d: JSON data}`, written by workers.
+- `events:<front end>`: `{c: client_id, e: event, d: JSON data}`, written by workers. A live
+  preview is an event whose data is the frame's metadata; its JPEG waits beside it under
+  `preview:<prompt>:<node>` (the newest one only, expiring within a minute), so that previews
+  keep their place among the events without filling the stream with images.
 - `bus`: "the queue changed" (queued, claimed, finished, deleted), read by every front end to
   send the websocket `status` message.
 - `control`: `{to: worker | "*", action: interrupt | free, ...}`, read by every worker.
@@ -27,10 +30,24 @@ from typing import Any
 
 from server.distributed.config import EVENTS_TTL_S, connection_errors, text
 from server.distributed.redis_queue import RedisQueue
+from server.previews import PREVIEW_EVENT
 
 log = logging.getLogger("fluxloom.distributed")
 
 FINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
+PREVIEW_TTL_MS = 60_000
+
+
+def preview_writer(q: RedisQueue, origin: str, client_id: str | None, metadata: dict, jpeg: bytes):
+    """A live preview as an `EventPublisher.call` write: the JPEG under its node's key, then the
+    event that announces it."""
+    key = q.keys.preview(metadata["prompt_id"], metadata["node_id"])
+
+    def write(pipe: Any) -> None:
+        pipe.set(key, jpeg, px=PREVIEW_TTL_MS)
+        q.add_event(pipe, origin, client_id, PREVIEW_EVENT, metadata)
+
+    return write
 
 
 class EventPublisher:
@@ -186,8 +203,10 @@ class EventRelay:
         deliver: Callable[[str, dict[str, Any], str | None], None],
         queue_changed: Callable[[], None],
         fetch_outputs: Callable[[dict[str, Any]], None],
+        wants_previews: Callable[[str | None], bool] = lambda client_id: True,
     ) -> None:
         self.deliver, self.queue_changed, self.fetch_outputs = deliver, queue_changed, fetch_outputs
+        self.q, self.wants_previews = q, wants_previews
         self.events_key = q.keys.events(frontend)
         self.progress: dict[str, dict[str, Any]] = {}  # prompt_id -> node, value, max (for /jobs)
         self.reader = StreamReader(q, [self.events_key, q.keys.bus], self._handle, "fluxloom-relay")
@@ -203,6 +222,9 @@ class EventRelay:
             self.queue_changed()
             return
         event, data = fields["e"], json.loads(fields["d"])
+        if event == PREVIEW_EVENT:
+            self._preview(data, fields.get("c") or None)
+            return
         self._track(event, data)
         if event == "executed" and isinstance(data.get("output"), dict):
             try:
@@ -210,6 +232,14 @@ class EventRelay:
             except Exception:
                 log.exception("output files of prompt %s could not be written", data.get("prompt_id"))
         self.deliver(event, data, fields.get("c") or None)
+
+    def _preview(self, metadata: dict[str, Any], client_id: str | None) -> None:
+        """A live preview, when somebody here watches that prompt and the image is still there."""
+        if not self.wants_previews(client_id):
+            return
+        jpeg = self.q.redis.get(self.q.keys.preview(metadata["prompt_id"], metadata["node_id"]))
+        if jpeg:
+            self.deliver(PREVIEW_EVENT, {"metadata": metadata, "image": bytes(jpeg)}, client_id)
 
     def _track(self, event: str, data: dict[str, Any]) -> None:
         pid = data.get("prompt_id")

@@ -33,9 +33,16 @@ from server.distributed.config import (
 from server.distributed.janitor import dead_letter
 from server.distributed.outputs import OutputShipper, download_inputs
 from server.distributed.redis_queue import Claim, RedisQueue
-from server.distributed.relay import FINAL_EVENTS, ControlListener, EventPublisher, write_items
+from server.distributed.relay import (
+    FINAL_EVENTS,
+    ControlListener,
+    EventPublisher,
+    preview_writer,
+    write_items,
+)
 from server.executor import ExecutionResult
 from server.prepare import from_record
+from server.previews import PreviewRenderer
 from server.runtime import Runtime
 from server.store import ERROR, INTERRUPTED, SUCCESS
 from server.validation import ValidationError
@@ -47,9 +54,17 @@ MAX_WAIT_S = 2.0  # the longest a worker sleeps without looking at the queue
 
 
 class RemoteWorker:
-    def __init__(self, cfg: ClusterConfig, runtime: Runtime, name: str, q: RedisQueue | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ClusterConfig,
+        runtime: Runtime,
+        name: str,
+        q: RedisQueue | None = None,
+        previews: PreviewRenderer | None = None,
+    ) -> None:
         self.cfg, self.runtime, self.name = cfg, runtime, name
         self.q = q or RedisQueue(cfg)
+        self.previews = previews  # live previews, sent beside the events (relay.preview_writer)
         self.publisher = EventPublisher(self.q)
         self.control = ControlListener(self.q, name, self._on_request)
         self.current: Claim | None = None
@@ -186,12 +201,22 @@ class RemoteWorker:
                 # this worker too, the dead-letter report names the node.
                 self.publisher.flush()
 
+        previews = None
+        if self.previews is not None:
+
+            def send_preview(metadata: dict[str, Any], jpeg: bytes) -> None:
+                self.publisher.call(preview_writer(self.q, claim.origin, claim.client_id, metadata, jpeg))
+
+            previews = self.previews.for_prompt(claim.prompt_id, send_preview)
+        if previews is not None:
+            listener = previews.wrap(listener)
         try:
             download_inputs(self.q, self.runtime.env, claim.json("inputs", {}))
             plan = claim.json("plan")
             prompt, outputs = claim.json("prompt", {}), claim.json("outputs", [])
             vp = from_record(prompt, outputs, plan) if plan else prompt
-            result = executor.execute(vp, claim.prompt_id, listener, claim.json("extra_data", {}))
+            extra = claim.json("extra_data", {})
+            result = executor.execute(vp, claim.prompt_id, listener, extra, previews)
         except ValidationError as exc:
             result = _failed(claim.prompt_id, f"prompt no longer valid: {exc}", listener)
         except Exception as exc:  # an engine bug or a lost input file: report it, go on
@@ -444,7 +469,8 @@ def worker_main(args: argparse.Namespace) -> int:
     )
     runtime = create_runtime(config, registry)
     name = args.name or f"{socket.gethostname()}-{os.getpid()}"
-    worker = RemoteWorker(cfg, runtime, name, q)
+    previews = PreviewRenderer(getattr(args, "preview_method", "auto"))
+    worker = RemoteWorker(cfg, runtime, name, q, previews)
 
     def on_signal(signum: int, frame: Any) -> None:
         log.info("worker %s: stopping (signal %d)", name, signum)
@@ -454,4 +480,5 @@ def worker_main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     print(f"fluxloom worker {name}: connected to {cfg.redacted_url()}", flush=True)
     worker.run()
+    previews.close()
     return 0

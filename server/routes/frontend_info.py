@@ -40,10 +40,10 @@ SAFETENSORS_HEADER_MAX = 1 << 20  # ComfyUI reads at most 1 MiB of header for /v
 
 def server_features(max_upload_bytes: int) -> dict[str, Any]:
     """The feature flags fluxloom answers at `/api/features` and on the websocket. Only what the
-    server really does: no binary previews with metadata yet, no asset database, no node
-    replacements, no ComfyUI-Manager."""
+    server really does: binary previews with metadata (server/previews.py); no asset database,
+    no node replacements, no ComfyUI-Manager."""
     return {
-        "supports_preview_metadata": False,
+        "supports_preview_metadata": True,
         "supports_model_type_tags": False,
         "max_upload_size": max_upload_bytes,
         "node_replacements": False,

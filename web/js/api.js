@@ -1,5 +1,6 @@
 // The server's ComfyUI-compatible HTTP API and websocket, as one small client. Every call goes to
 // the page's own origin, so the canvas works behind any host/port the server was started on.
+import { parsePreviewFrame } from "./preview.js";
 
 /** An HTTP error that keeps the server's JSON body (e.g. validation `node_errors`). */
 export class ApiError extends Error {
@@ -102,18 +103,26 @@ export class Api extends EventTarget {
     return `${this.base}/view?${q}`;
   }
 
-  /** Open the websocket; every message is re-dispatched as a CustomEvent named after its type. */
+  /** Open the websocket; every message is re-dispatched as a CustomEvent named after its type,
+   * and live previews (binary frames) as `preview` events: {blob, nodeId, promptId}. */
   connect() {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     const url = `${proto}//${location.host}${this.base}/ws?clientId=${encodeURIComponent(this.clientId)}`;
     const socket = new WebSocket(url);
+    socket.binaryType = "arraybuffer";
     this.socket = socket;
     socket.addEventListener("open", () => {
       this.connected = true;
+      // ComfyUI's handshake: previews with their node id (the server answers with its own flags).
+      socket.send(JSON.stringify({ type: "feature_flags", data: { supports_preview_metadata: true } }));
       this.dispatchEvent(new CustomEvent("connected"));
     });
     socket.addEventListener("message", (event) => {
-      if (typeof event.data !== "string") return; // binary previews are not used
+      if (typeof event.data !== "string") {
+        const preview = parsePreviewFrame(event.data);
+        if (preview) this.dispatchEvent(new CustomEvent("preview", { detail: preview }));
+        return;
+      }
       let msg;
       try {
         msg = JSON.parse(event.data);

@@ -1,6 +1,7 @@
 // Follows a run over the websocket (ComfyUI's messages) and shows it on the graph: the queue size,
-// the running node with its progress, cached nodes, output images, and errors that name the node.
-import { clearRunMarks, setImages, setText, stateOf } from "./nodestate.js";
+// the running node with its progress and live previews, cached nodes, output images, and errors
+// that name the node.
+import { clearPreview, clearRunMarks, setImages, setPreview, setText, stateOf } from "./nodestate.js";
 import { shownNode } from "./subgraphs.js";
 
 
@@ -30,6 +31,7 @@ export class Execution {
     on("execution_cached", (d) => this.onCached(d));
     on("executing", (d) => this.onExecuting(d));
     on("progress", (d) => this.onProgress(d));
+    on("preview", (d) => this.onPreview(d));
     on("executed", (d) => this.onExecuted(d));
     on("execution_error", (d) => this.onError(d));
     on("execution_interrupted", (d) => this.onInterrupted(d));
@@ -75,10 +77,11 @@ export class Execution {
   }
 
   setRunning(node) {
-    if (this.runningNode) {
+    if (this.runningNode && this.runningNode !== node) {
       const s = stateOf(this.runningNode);
       s.running = false;
       s.progress = null;
+      clearPreview(this.runningNode); // a live preview lasts while its node runs
     }
     this.runningNode = node;
     if (node) stateOf(node).running = true;
@@ -101,6 +104,15 @@ export class Execution {
     if (node !== this.runningNode) this.setRunning(node);
     stateOf(node).progress = { value: d.value, max: d.max };
     this.redraw();
+  }
+
+  /** A live preview: drawn on the sampling node while it runs (a frame that names no node goes
+   * to the running one; a late frame of a node that finished is dropped). */
+  onPreview(d) {
+    const node = d.nodeId === null || d.nodeId === undefined ? this.runningNode : this.node(d.nodeId);
+    if (!node || node !== this.runningNode) return;
+    if (d.promptId && this.promptId && d.promptId !== this.promptId) return;
+    setPreview(node, d.blob);
   }
 
   onExecuted(d) {

@@ -1,6 +1,7 @@
-// What a node shows about a run: running outline and progress bar, "cached" badge, validation or
-// execution errors (on the node and on the offending inputs), missing-model notes, and output
-// images (click one to open it full size). The state lives on `node.flux` so tests can read it.
+// What a node shows about a run: running outline and progress bar, live preview while it samples,
+// "cached" badge, validation or execution errors (on the node and on the offending inputs),
+// missing-model notes, and output images (click one to open it full size). The state lives on
+// `node.flux` so tests can read it.
 import { LiteGraph } from "@comfyorg/litegraph";
 
 const RUNNING = "#4caf50";
@@ -11,7 +12,16 @@ const MODE_MUTED = 2;
 const MODE_BYPASS = 4;
 
 export function stateOf(node) {
-  node.flux ??= { running: false, progress: null, cached: false, error: null, note: null, images: [], text: [] };
+  node.flux ??= {
+    running: false,
+    progress: null,
+    preview: null, // {frames, shown: HTMLImageElement | null} while the node runs
+    cached: false,
+    error: null,
+    note: null,
+    images: [],
+    text: [],
+  };
   return node.flux;
 }
 
@@ -23,6 +33,7 @@ export function clearRunMarks(graph) {
     s.progress = null;
     s.cached = false;
     s.error = null;
+    if (s.preview) clearPreview(node);
   }
   graph.setDirtyCanvas(true, true);
 }
@@ -36,6 +47,11 @@ function widgetsBottom(node) {
   return Math.max(bottom, slots * LiteGraph.NODE_SLOT_HEIGHT + 6);
 }
 
+function makeImageRoom(node) {
+  const need = widgetsBottom(node) + IMAGE_MIN_HEIGHT;
+  if (node.size[1] < need) node.setSize([Math.max(node.size[0], 260), need]);
+}
+
 /** Show output images; grows the node so they have room. */
 export function setImages(node, urls) {
   const s = stateOf(node);
@@ -45,9 +61,39 @@ export function setImages(node, urls) {
     img.src = url;
     return { url, img };
   });
-  const need = widgetsBottom(node) + IMAGE_MIN_HEIGHT;
-  if (node.size[1] < need) node.setSize([Math.max(node.size[0], 260), need]);
+  makeImageRoom(node);
   node.setDirtyCanvas(true, true);
+}
+
+/** Show a live preview frame (a JPEG blob) on a running node, in place of its images; the frame
+ * shown changes once the next one has decoded, and never back to an older one. */
+export function setPreview(node, blob) {
+  const s = stateOf(node);
+  const preview = (s.preview ??= { frames: 0, shown: null, shownSeq: 0 });
+  const seq = ++preview.frames;
+  const url = URL.createObjectURL(blob);
+  const img = new Image();
+  img.onload = () => {
+    if (s.preview !== preview || seq < preview.shownSeq) {
+      URL.revokeObjectURL(url); // cleared meanwhile, or a newer frame is already up
+      return;
+    }
+    if (preview.shown) URL.revokeObjectURL(preview.shown.src);
+    preview.shown = img;
+    preview.shownSeq = seq;
+    node.setDirtyCanvas(true, false);
+  };
+  img.onerror = () => URL.revokeObjectURL(url);
+  img.src = url;
+  if (seq === 1) makeImageRoom(node);
+}
+
+export function clearPreview(node) {
+  const s = stateOf(node);
+  if (!s.preview) return;
+  if (s.preview.shown) URL.revokeObjectURL(s.preview.shown.src);
+  s.preview = null;
+  node.setDirtyCanvas(true, false);
 }
 
 /** Show text outputs (e.g. ShowValue) inside the node. */
@@ -75,9 +121,20 @@ function imageRect(node) {
   return { x: 6, y: top, w: node.size[0] - 12, h: Math.max(0, node.size[1] - top - 6) };
 }
 
+function drawPreview(node, ctx) {
+  const img = stateOf(node).preview?.shown;
+  if (!img) return false;
+  const r = imageRect(node);
+  const scale = Math.min(r.w / img.naturalWidth, r.h / img.naturalHeight);
+  const w = img.naturalWidth * scale;
+  const h = img.naturalHeight * scale;
+  ctx.drawImage(img, r.x + (r.w - w) / 2, r.y + (r.h - h) / 2, w, h);
+  return true;
+}
+
 function drawImages(node, ctx) {
   const { images } = stateOf(node);
-  if (!images.length) return;
+  if (drawPreview(node, ctx) || !images.length) return;
   const r = imageRect(node);
   const n = images.length;
   const cell = r.w / n;
