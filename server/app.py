@@ -311,7 +311,9 @@ def serve_main(args: argparse.Namespace) -> int:
     registry, extra = loaded
     data = Path(args.data_dir)
     limits = Limits(
-        header_timeout=args.header_timeout, body_timeout=args.body_timeout, max_history=args.max_history
+        header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+        max_history=args.max_history,
+        max_nodes=args.max_nodes,
     )
     cfg = ServerConfig(data_dir=data, security=security, limits=limits, extension_dirs=web_directories(extra))
     cfg.preview_method = getattr(args, "preview_method", "auto")

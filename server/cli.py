@@ -11,6 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from server.validation import DEFAULT_MAX_NODES
+
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 EXIT_INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
 
@@ -151,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=10_000,
         metavar="N",
         help="finished prompts kept in the history, oldest dropped first (default 10000, as ComfyUI)",
+    )
+    p.add_argument(
+        "--max-nodes",
+        type=_positive(int),
+        default=DEFAULT_MAX_NODES,
+        metavar="N",
+        help=f"nodes in one prompt; a larger one is refused with prompt_too_large (default {DEFAULT_MAX_NODES:,})",
     )
     p.add_argument(
         "--header-timeout",

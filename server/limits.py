@@ -3,8 +3,8 @@ timeouts aiohttp does not: a request head must arrive in time (aiohttp's keep-al
 also runs while a request head is incomplete) and a request body must keep arriving (a
 middleware with a minimum rate, as Apache's mod_reqtimeout `body=…,MinRate=…`).
 
-`docs/api.md` ("Limits") lists the same values; `fluxloom serve` sets the timeouts and the
-history cap from its options.
+`docs/api.md` ("Limits") lists the same values; `fluxloom serve` sets the timeouts, the
+history cap and the node cap from its options.
 """
 
 from __future__ import annotations

@@ -388,9 +388,17 @@ def test_serve_off_loopback_with_token_or_explicit_opt_out(serve_dirs):
     finally:
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.wait() == 0
-    srv = ServeProcess(data, models, log, "--host", "0.0.0.0", "--allow-unauthenticated")
+    srv = ServeProcess(data, models, log, "--host", "0.0.0.0", "--allow-unauthenticated", "--max-nodes", "3")
     try:
         assert srv.api.get("/queue").status == 200
+        # --max-nodes: a prompt over the cap is refused before anything is checked or stored.
+        small = {"t": {"class_type": "Text", "inputs": {"text": "a"}}}
+        small["show"] = {"class_type": "ShowValue", "inputs": {"value": ["t", 0]}}
+        big = {**small, **{f"x{i}": {"class_type": "Text", "inputs": {"text": "b"}} for i in range(2)}}
+        r = srv.api.post("/prompt", {"prompt": big})
+        assert r.status == 400 and r.json()["error"]["type"] == "prompt_too_large"
+        assert "4 nodes; the limit is 3" in r.json()["error"]["message"]
+        assert srv.api.post("/prompt", {"prompt": small}).status == 200
     finally:
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.wait() == 0
