@@ -311,7 +311,8 @@ def serve_main(args: argparse.Namespace) -> int:
     registry, extra = loaded
     data = Path(args.data_dir)
     limits = Limits(
-        header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
         max_history=args.max_history,
         max_nodes=args.max_nodes,
     )

@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive(int),
         default=DEFAULT_MAX_NODES,
         metavar="N",
-        help=f"nodes in one prompt; a larger one is refused with prompt_too_large (default {DEFAULT_MAX_NODES:,})",
+        help="nodes in one prompt; a larger one is refused with prompt_too_large "
+        f"(default {DEFAULT_MAX_NODES:,})",
     )
     p.add_argument(
         "--header-timeout",
