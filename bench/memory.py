@@ -19,9 +19,17 @@ run once, in its own process:
   (i) phase 1: T5 from the pipeline folder, unquantized, encoding one prompt,
   (j) phase 1 with the T5 in int8 (bitsandbytes; its `wo` layers stay in full precision, as
       transformers keeps them, because bitsandbytes computes in fp16 and T5's `wo` overflows it),
-  (k) phase 1 with the T5 in int8 weight-only (torchao; every Linear quantized).
+  (k) phase 1 with the T5 in int8 weight-only (torchao; every Linear quantized),
+  (l)-(n) the same three for a T5 shaped like T5-XXL (d_ff = 2.5 d_model, 16 layers, 0.48 B
+      parameters, one fp32 single file as ComfyUI's text_encoders/ hold them; built once and
+      cached), so that its embedding is a tenth of the model as in T5-XXL (3%) rather than the
+      quarter it is in the medium pipeline's small T5.
 
-Targets: (g) and (h) well under (f) (half the weight bytes); int8 T5 <= 0.6 x (i) above (a).
+Targets: (g) and (h) well under (f) (half the weight bytes); int8 T5 <= 0.6 x unquantized, above
+(a). The medium T5 cannot show it: a quarter of it is the input embedding, which neither library
+quantizes (transformers keeps it as is), and the first encode adds about 100 MiB of the CPU
+runtime's own working memory whatever the model's size; both are small next to a real T5-XXL.
+So the target is judged on the T5-XXL-shaped rows, and (i)-(k) are printed for comparison.
 
 Safetensors are memory-mapped, so RSS grows as weights are touched: peaks are taken over the
 whole run (getrusage of the finished child), never after loading. On this CPU-only machine the
@@ -189,7 +197,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256, help="image width and height (default 256)")
     ap.add_argument("--steps", type=int, default=4, help="sampling steps (default 4)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached medium model")
-    ap.add_argument("--phases-only", action="store_true", help="only rows (f)-(k)")
+    ap.add_argument("--phases-only", action="store_true", help="only rows (f)-(n)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -249,9 +257,36 @@ def main() -> None:
     print("targets met" if ok else "TARGETS MISSED")
 
 
+def xxl_shaped_t5(models_dir: Path) -> Path:
+    """A random T5 encoder with T5-XXL's proportions (d_ff = 2.5 x d_model, as 10,240 / 4,096)
+    and its vocabulary, 0.48 B parameters, as a ComfyUI-style fp32 single file (cached)."""
+    path = models_dir / "text_encoders" / "t5-xxl-shaped-fp32.safetensors"
+    if path.is_file():
+        return path
+    import torch
+    from safetensors.torch import save_file
+    from transformers import T5Config, T5EncoderModel
+
+    from nodes.flux.formats import writers
+
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=32128, d_model=1536, d_kv=64, d_ff=3840, num_layers=16, num_heads=24,
+        feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False,
+    )  # fmt: skip
+    print(f"building a T5-XXL-shaped random T5 in {path} ...", flush=True)
+    model = T5EncoderModel(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    save_file({k: v.contiguous() for k, v in writers.text_encoder_state(model).items()}, partial)
+    partial.replace(path)
+    return path
+
+
 def phase_rows(path: Path, models_dir: Path, size: int, base: int) -> bool:
-    """Rows (f)-(j): each phase alone, by the format or quantization of its model."""
+    """Rows (f)-(n): each phase alone, by the format or quantization of its model."""
     files = single_files(path, models_dir)
+    xxl = xxl_shaped_t5(models_dir)
     print("\neach phase alone, peak RSS above (a):")
     rows = {
         "f": (
@@ -269,18 +304,24 @@ def phase_rows(path: Path, models_dir: Path, size: int, base: int) -> bool:
         "i": ("phase 1: T5 unquantized", [sys.executable, "-c", T5_ONLY, str(path), "none"]),
         "j": ("phase 1: T5 int8 (bitsandbytes)", [sys.executable, "-c", T5_ONLY, str(path), INT8]),
         "k": ("phase 1: T5 int8 (torchao)", [sys.executable, "-c", T5_ONLY, str(path), INT8_TORCHAO]),
+        "l": ("T5-XXL-shaped, unquantized", [sys.executable, "-c", T5_ONLY, str(xxl), "none"]),
+        "m": ("T5-XXL-shaped, int8 (bitsandbytes)", [sys.executable, "-c", T5_ONLY, str(xxl), INT8]),
+        "n": ("T5-XXL-shaped, int8 (torchao)", [sys.executable, "-c", T5_ONLY, str(xxl), INT8_TORCHAO]),
     }
     above = {}
     for key, (label, cmd) in rows.items():
         above[key] = peak_rss(cmd) - base
-        print(f"  ({key}) {label:<32}{mib(above[key])}")
+        print(f"  ({key}) {label:<36}{mib(above[key])}")
     fp8, gguf = above["g"] / above["f"], above["h"] / above["f"]
     bnb, torchao = above["j"] / above["i"], above["k"] / above["i"]
     print(f"(g) fp8 / (f) bf16 transformer peak        = {fp8:.3f}x")
     print(f"(h) GGUF Q8_0 / (f) bf16 transformer peak  = {gguf:.3f}x")
-    print(f"(j) int8 bnb T5 / (i) unquantized T5 phase = {bnb:.3f}x (target <= {T5_TARGET}x)")
-    print(f"(k) int8 torchao T5 / (i) unquantized      = {torchao:.3f}x (target <= {T5_TARGET}x)")
-    return min(bnb, torchao) <= T5_TARGET
+    print(f"(j) int8 bnb T5 / (i) unquantized T5 phase = {bnb:.3f}x (medium T5, for comparison)")
+    print(f"(k) int8 torchao T5 / (i) unquantized      = {torchao:.3f}x (medium T5, for comparison)")
+    xxl_bnb, xxl_torchao = above["m"] / above["l"], above["n"] / above["l"]
+    print(f"(m) int8 bnb / (l) unquantized, XXL-shaped = {xxl_bnb:.3f}x (target <= {T5_TARGET}x)")
+    print(f"(n) torchao / (l) unquantized, XXL-shaped  = {xxl_torchao:.3f}x (target <= {T5_TARGET}x)")
+    return max(xxl_bnb, xxl_torchao) <= T5_TARGET
 
 
 if __name__ == "__main__":
