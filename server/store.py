@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server import events
+from server import events, jsontext
 
 PENDING, RUNNING = "pending", "running"
 SUCCESS, ERROR, INTERRUPTED = "success", "error", "interrupted"
@@ -101,12 +101,12 @@ def _row(r: sqlite3.Row) -> PromptRow:
         prompt_id=r["prompt_id"],
         number=r["number"],
         status=r["status"],
-        prompt=json.loads(r["prompt"]),
+        prompt=jsontext.loads(r["prompt"]),
         extra_data=json.loads(r["extra_data"]),
         outputs_to_execute=json.loads(r["outputs"]),
         client_id=r["client_id"],
-        result=json.loads(r["result"]) if r["result"] else {},
-        messages=json.loads(r["messages"]) if r["messages"] else [],
+        result=jsontext.loads(r["result"]) if r["result"] else {},
+        messages=jsontext.loads(r["messages"]) if r["messages"] else [],
         error=json.loads(r["error"]) if r["error"] else None,
         created=r["created"],
         finished=r["finished"],
@@ -130,14 +130,14 @@ def _history_entry_json(r: sqlite3.Row) -> str:
     result = r["result"] or "{}"
     meta = {
         nid: {"node_id": nid, "display_node": nid, "parent_node": None, "real_node_id": nid}
-        for nid in json.loads(result)
+        for nid in jsontext.loads(result)
     }
     ok = r["status"] == SUCCESS
     return (
         f'{{"prompt": {_queue_item_json(r)}, "outputs": {result}, '
         f'"status": {{"status_str": {json.dumps("success" if ok else "error")}, '
         f'"completed": {json.dumps(ok)}, "messages": {r["messages"] or "[]"}}}, '
-        f'"meta": {json.dumps(meta)}}}'
+        f'"meta": {jsontext.dumps(meta)}}}'
     )
 
 
@@ -204,7 +204,7 @@ class PromptStore:
         """Queue a prompt; returns its number (ComfyUI: `front` means a negative number). A
         prompt_id already used raises DuplicatePromptId."""
         # Encoded before taking the lock: a prompt of 100,000 nodes is megabytes of JSON.
-        texts = (json.dumps(prompt), json.dumps(extra_data), json.dumps(outputs))
+        texts = (jsontext.dumps(prompt), json.dumps(extra_data), jsontext.dumps(outputs))
         plan_text = json.dumps(plan) if plan is not None else None
         with self._lock:
             if number is None:
@@ -255,7 +255,7 @@ class PromptStore:
         error: dict[str, Any] | None = None,
     ) -> None:
         # Encoded before taking the lock: a prompt of 100,000 outputs makes megabytes of JSON.
-        texts = (json.dumps(result), json.dumps(messages), json.dumps(error) if error else None)
+        texts = (jsontext.dumps(result), jsontext.dumps(messages), json.dumps(error) if error else None)
         with self._lock:
             self._finish_locked(prompt_id, status, texts)
             self.changed.notify_all()
@@ -468,7 +468,7 @@ def _job_summary(r: sqlite3.Row) -> dict[str, Any]:
         "finished": r["finished"],
         "started_ms": r["started_ms"],
         "workflow_id": r["workflow_id"],
-        "result": json.loads(r["result"]) if r["result"] else {},
-        "messages": json.loads(r["messages"]) if r["messages"] else [],
+        "result": jsontext.loads(r["result"]) if r["result"] else {},
+        "messages": jsontext.loads(r["messages"]) if r["messages"] else [],
         "error": json.loads(r["error"]) if r["error"] else None,
     }

@@ -3,6 +3,7 @@ and a check against the route's documented schema, and JSON errors."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server import events
+from server import events, jsontext
 from server.limits import Limits
 from server.openapi import body_schema, check_body
 from server.runtime import Runtime
@@ -80,8 +81,16 @@ async def read_json(request: web.Request, default: Any = None) -> Any:
             raise BadRequest("request_too_large", f"request body over {limit} bytes", 413)
     if not body.strip():
         return default
+    if len(body) < jsontext.PIECEWISE_CHARS:
+        return _decode(body)
+    # A large body (a prompt of many thousand nodes) is decoded off the event loop, and member by
+    # member so that the loop's thread gets the interpreter back between members.
+    return await asyncio.to_thread(_decode, body)
+
+
+def _decode(body: bytearray) -> Any:
     try:
-        data = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+        data = jsontext.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
         raise BadRequest("invalid_json", f"request body is not valid JSON: {exc}") from None
     except RecursionError:
@@ -89,7 +98,7 @@ async def read_json(request: web.Request, default: Any = None) -> Any:
     if _MAY_HOLD_SURROGATES.search(body):
         # json takes unpaired surrogates ("\ud800"); SQLite, files and logs cannot encode them.
         try:
-            json.dumps(data, ensure_ascii=False).encode("utf-8")
+            jsontext.dumps(data, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
             message = "request body has an unpaired UTF-16 surrogate (\\ud800-\\udfff)"
             raise BadRequest("invalid_json", message) from None
