@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server import events, jsontext
+from server import events, jsontext, queue_items
 
 PENDING, RUNNING = "pending", "running"
 SUCCESS, ERROR, INTERRUPTED = "success", "error", "interrupted"
@@ -117,12 +117,8 @@ def _row(r: sqlite3.Row) -> PromptRow:
 def _queue_item_json(r: sqlite3.Row) -> str:
     """`PromptRow.queue_item()` as JSON, spliced from the row's stored JSON texts (written by
     json.dumps), so a large prompt is copied, never decoded and encoded again."""
-    number = r["number"]
-    number = int(number) if float(number).is_integer() else number
-    return (
-        f"[{json.dumps(number)}, {json.dumps(r['prompt_id'])}, {r['prompt']}, {r['extra_data']}, "
-        f"{r['outputs']}]"
-    )
+    texts = (r["prompt"].encode(), r["extra_data"].encode(), r["outputs"].encode())
+    return b"".join(queue_items.item_parts(r["prompt_id"], r["number"], *texts)).decode()
 
 
 def _history_entry_json(r: sqlite3.Row) -> str:
@@ -156,6 +152,7 @@ class PromptStore:
         self._db.executescript(_SCHEMA)
         self._migrate()
         self._lock = threading.RLock()
+        self._queue_items = queue_items.QueueItems()
         self.changed = threading.Condition(self._lock)
         self._counter = int(self._scalar("SELECT COALESCE(MAX(ABS(number)), 0) FROM prompts")) + 1
         self._seq = int(self._scalar("SELECT COALESCE(MAX(seq), 0) FROM prompts")) + 1
@@ -205,6 +202,7 @@ class PromptStore:
         prompt_id already used raises DuplicatePromptId."""
         # Encoded before taking the lock: a prompt of 100,000 nodes is megabytes of JSON.
         texts = (jsontext.dumps(prompt), json.dumps(extra_data), jsontext.dumps(outputs))
+        blobs = tuple(t.encode() for t in texts)  # for GET /queue
         plan_text = json.dumps(plan) if plan is not None else None
         with self._lock:
             if number is None:
@@ -220,6 +218,7 @@ class PromptStore:
                 )
             except sqlite3.IntegrityError:
                 raise DuplicatePromptId(f"prompt_id {prompt_id!r} is already used") from None
+            self._queue_items.put(prompt_id, queue_items.item_parts(prompt_id, number, *blobs))
             self.changed.notify_all()
             return number
 
@@ -293,15 +292,34 @@ class PromptStore:
             rows = self._db.execute("SELECT * FROM prompts WHERE status=?", (RUNNING,)).fetchall()
         return [_row(r) for r in rows]
 
-    def queue_json(self) -> str:
-        """GET /queue's answer as JSON text, spliced from the stored rows (see `history_json`)."""
+    def queue_json(self) -> bytes:
+        """GET /queue's answer as UTF-8 JSON, from the items kept since the prompts were added
+        (server/queue_items.py), or spliced from the stored rows."""
         with self._lock:
-            running = self._db.execute("SELECT * FROM prompts WHERE status=?", (RUNNING,)).fetchall()
-            pending = self._db.execute(
-                "SELECT * FROM prompts WHERE status=? ORDER BY number, created", (PENDING,)
-            ).fetchall()
-        items = [", ".join(_queue_item_json(r) for r in rows) for rows in (running, pending)]
-        return f'{{"queue_running": [{items[0]}], "queue_pending": [{items[1]}]}}'
+            running = [
+                r[0] for r in self._db.execute("SELECT prompt_id FROM prompts WHERE status=?", (RUNNING,))
+            ]
+            pending = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT prompt_id FROM prompts WHERE status=? ORDER BY number, created", (PENDING,)
+                )
+            ]
+            parts = self._queue_items.answer(running, pending, self._read_queue_items)
+        return b"".join(parts)
+
+    def _read_queue_items(self, ids: list[str]) -> list[tuple[str, queue_items.Item]]:
+        """Items read from the rows: only the columns they need, as bytes (no decoding)."""
+        items = []
+        for start in range(0, len(ids), 500):  # SQLite's bound on query parameters
+            chunk = ids[start : start + 500]
+            rows = self._db.execute(
+                "SELECT prompt_id, number, CAST(prompt AS BLOB), CAST(extra_data AS BLOB),"
+                f" CAST(outputs AS BLOB) FROM prompts WHERE prompt_id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+            items += [(r[0], queue_items.item_parts(*r)) for r in rows]
+        return items
 
     def entry_json(self, prompt_id: str) -> str | None:
         """One finished prompt's history entry as JSON text; None while pending or unknown."""

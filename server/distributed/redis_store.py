@@ -161,15 +161,15 @@ class RedisStore:
                 size += len(entry)
         return out, used
 
-    def queue_json(self) -> str:
-        """GET /queue's answer as JSON text, as PromptStore.queue_json."""
+    def queue_json(self) -> bytes:
+        """GET /queue's answer as UTF-8 JSON, as PromptStore.queue_json."""
         running, pending = self.running(), self.pending()
         return json.dumps(
             {
                 "queue_running": [r.queue_item() for r in running],
                 "queue_pending": [r.queue_item() for r in pending],
             }
-        )
+        ).encode()
 
     def entry_json(self, prompt_id: str) -> str | None:
         """One finished prompt's history entry as JSON text; None while pending or unknown."""

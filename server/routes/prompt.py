@@ -93,8 +93,8 @@ async def get_prompt(request: web.Request) -> web.Response:
 
 async def get_queue(request: web.Request) -> web.Response:
     # Read and spliced off the event loop: a running prompt may have 100,000 nodes.
-    text = await asyncio.to_thread(state(request).store.queue_json)
-    return web.Response(text=text, content_type="application/json")
+    body = await asyncio.to_thread(state(request).store.queue_json)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 def _ids(value: Any) -> list[str]:
