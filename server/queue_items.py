@@ -4,8 +4,8 @@ ComfyUI's GET /queue carries every queued prompt whole; a prompt of 100,000 node
 megabytes, and clients poll it. Reading those texts back from SQLite on every poll cost half of
 the answer's time while a worker thread competes for the interpreter; an item never changes once
 queued, so it is built once (when the prompt is added, or on the first poll after a restart) and
-an answer is one join. The items kept are bounded in bytes; past the bound they are read from
-SQLite as before."""
+an answer is one join. An item goes when its prompt finishes or is deleted. The items kept are
+bounded in bytes; past the bound they are read from SQLite as before."""
 
 from __future__ import annotations
 

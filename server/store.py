@@ -267,6 +267,7 @@ class PromptStore:
             (status, result, messages, error, time.time(), self._seq, prompt_id),
         )
         self._seq += 1
+        self._queue_items.drop(prompt_id)  # no longer in GET /queue
         self._trim_history_locked()
 
     def _trim_history_locked(self) -> None:
@@ -348,14 +349,21 @@ class PromptStore:
         """Remove pending prompts (all when `prompt_ids` is None); running ones stay."""
         with self._lock:
             if prompt_ids is None:
+                gone = [
+                    r[0] for r in self._db.execute("SELECT prompt_id FROM prompts WHERE status=?", (PENDING,))
+                ]
                 n = self._db.execute("DELETE FROM prompts WHERE status=?", (PENDING,)).rowcount
             else:
-                n = sum(
-                    self._db.execute(
-                        "DELETE FROM prompts WHERE status=? AND prompt_id=?", (PENDING, str(pid))
+                gone = [
+                    pid
+                    for pid in map(str, prompt_ids)
+                    if self._db.execute(
+                        "DELETE FROM prompts WHERE status=? AND prompt_id=?", (PENDING, pid)
                     ).rowcount
-                    for pid in prompt_ids
-                )
+                ]
+                n = len(gone)
+            for pid in gone:
+                self._queue_items.drop(pid)  # no longer in GET /queue
             self.changed.notify_all()
             return n
 

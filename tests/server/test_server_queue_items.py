@@ -70,3 +70,20 @@ def test_a_prompt_id_used_again_shows_its_new_prompt(tmp_path):
     store.add("again", {"1": {"class_type": "New"}}, {}, ["1"], None)
     assert check(store)["queue_pending"][0][2] == {"1": {"class_type": "New"}}
     store.close()
+
+
+def test_items_go_when_their_prompts_finish_or_are_deleted_without_any_poll(tmp_path):
+    """Nobody may ever call GET /queue: what is kept must not grow with the prompts run."""
+    store = PromptStore(tmp_path / "q.sqlite3")
+    for i in range(5):
+        store.add(f"p{i}", {str(i): {"class_type": "T", "inputs": {"text": "y" * 1000}}}, {}, [str(i)], None)
+    kept = store._queue_items
+    for _ in range(2):
+        row = store.claim_next()
+        store.finish(row.prompt_id, SUCCESS, {}, [])
+    assert set(kept._items) == {"p2", "p3", "p4"}
+    store.delete_pending(["p3", "nope"])
+    assert set(kept._items) == {"p2", "p4"}
+    store.delete_pending(None)
+    assert kept._items == {} and kept._bytes == 0
+    store.close()
