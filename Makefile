@@ -67,6 +67,7 @@ bench: install
 	$(PY) bench/memory.py
 	$(PY) bench/scaleout.py
 	$(PY) bench/previews.py
+	$(PY) bench/robustness.py
 
 clean:
 	rm -rf $(VENV) web/node_modules
