@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from tests.server.wsclient import ConnectionClosed, WSClient
+from tests.server.wsclient import WSClient
 
 
 @dataclass
@@ -49,29 +49,8 @@ class PreviewClient(WSClient):
         self._send(1, json.dumps({"type": "feature_flags", "data": flags}).encode())
 
     def next_message(self, timeout: float) -> dict[str, Any] | Frame:
-        self.sock.settimeout(timeout)
-        message, kind = b"", None
-        while True:
-            try:
-                b0, b1 = self._take(2)
-            except TimeoutError:
-                raise TimeoutError("no websocket message in time") from None
-            fin, opcode, n = b0 & 0x80, b0 & 0x0F, b1 & 0x7F
-            if n == 126:
-                (n,) = struct.unpack("!H", self._take(2))
-            elif n == 127:
-                (n,) = struct.unpack("!Q", self._take(8))
-            payload = self._take(n)
-            if opcode == 8:
-                raise ConnectionClosed("server sent close")
-            if opcode == 9:
-                self._send(10, payload)
-                continue
-            if opcode in (0, 1, 2):
-                kind = kind if opcode == 0 else opcode
-                message += payload
-                if fin:
-                    return json.loads(message) if kind == 1 else parse_frame(message)
+        kind, message = self.next_data(timeout)
+        return json.loads(message) if kind == 1 else parse_frame(message)
 
     def collect(self, predicate, timeout: float = 60.0) -> list[dict[str, Any] | Frame]:
         """Every message up to and including the first JSON one that satisfies `predicate`."""

@@ -83,10 +83,11 @@ class WSClient:
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         self.sock.sendall(head + mask + masked)
 
-    def recv(self, timeout: float = 10.0) -> dict[str, Any]:
-        """The next JSON text message; TimeoutError when none arrives in time."""
+    def next_data(self, timeout: float) -> tuple[int, bytes]:
+        """The next whole data message: (1, its text) or (2, its bytes), answering pings;
+        TimeoutError when none arrives in time."""
         self.sock.settimeout(timeout)
-        message = b""
+        message, kind = b"", None
         while True:
             try:
                 b0, b1 = self._take(2)
@@ -103,10 +104,19 @@ class WSClient:
             if opcode == 9:
                 self._send(10, payload)
                 continue
-            if opcode in (0, 1):
+            if opcode in (0, 1, 2):
+                kind = kind if opcode == 0 else opcode
                 message += payload
                 if fin:
-                    return json.loads(message)
+                    return kind, message
+
+    def recv(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The next JSON text message (binary ones are skipped); TimeoutError when none arrives
+        in time."""
+        while True:
+            kind, message = self.next_data(timeout)
+            if kind == 1:
+                return json.loads(message)
 
     def until(self, predicate, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Messages up to and including the first that satisfies `predicate`."""
