@@ -48,19 +48,27 @@ class QueueItems:
 
     def answer(
         self, running: list[str], pending: list[str], fetch: Callable[[list[str]], Iterable[tuple[str, Item]]]
-    ) -> list[bytes]:
-        """The parts of GET /queue's answer for these prompt ids (in order); `fetch(ids)` gives
-        the items not kept. Items of prompts no longer queued are let go."""
+    ) -> bytes:
+        """GET /queue's answer for these prompt ids (in order); `fetch(ids)` gives the items not
+        kept. Items of prompts no longer queued are let go."""
         queued = set(running) | set(pending)
         for prompt_id in [p for p in self._items if p not in queued]:
             self.drop(prompt_id)
         fetched = dict(fetch([p for p in (*running, *pending) if p not in self._items]))
         for prompt_id, item in fetched.items():
             self.put(prompt_id, item)
-        parts = [b'{"queue_running": [']
-        for ids, close in ((running, b'], "queue_pending": ['), (pending, b"]}")):
-            items = [i for p in ids if (i := self._items.get(p) or fetched.get(p)) is not None]
-            for n, item in enumerate(items):  # an id without an item was deleted meanwhile
-                parts += [b", ", *item] if n else item
-            parts.append(close)
-        return parts
+
+        def items(ids: list[str]) -> list[Item]:  # an id without an item was deleted meanwhile
+            return [i for p in ids if (i := self._items.get(p) or fetched.get(p)) is not None]
+
+        return join_answer(items(running), items(pending))
+
+
+def join_answer(running: list[Item], pending: list[Item]) -> bytes:
+    """`{"queue_running": [...], "queue_pending": [...]}` from the items, copied once."""
+    parts = [b'{"queue_running": [']
+    for items, close in ((running, b'], "queue_pending": ['), (pending, b"]}")):
+        for n, item in enumerate(items):
+            parts += [b", ", *item] if n else item
+        parts.append(close)
+    return b"".join(parts)

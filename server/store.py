@@ -306,8 +306,7 @@ class PromptStore:
                     "SELECT prompt_id FROM prompts WHERE status=? ORDER BY number, created", (PENDING,)
                 )
             ]
-            parts = self._queue_items.answer(running, pending, self._read_queue_items)
-        return b"".join(parts)
+            return self._queue_items.answer(running, pending, self._read_queue_items)
 
     def _read_queue_items(self, ids: list[str]) -> list[tuple[str, queue_items.Item]]:
         """Items read from the rows: only the columns they need, as bytes (no decoding)."""

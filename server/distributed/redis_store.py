@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from server import queue_items
 from server.distributed.affinity import lane_for, requirements
 from server.distributed.config import dumps, redis_errors, text
 from server.distributed.outputs import upload_inputs
@@ -162,14 +163,28 @@ class RedisStore:
         return out, used
 
     def queue_json(self) -> bytes:
-        """GET /queue's answer as UTF-8 JSON, as PromptStore.queue_json."""
-        running, pending = self.running(), self.pending()
-        return json.dumps(
-            {
-                "queue_running": [r.queue_item() for r in running],
-                "queue_pending": [r.queue_item() for r in pending],
-            }
-        ).encode()
+        """GET /queue's answer as UTF-8 JSON, spliced from the stored texts, never decoded (a
+        prompt may have 100,000 nodes), as PromptStore.queue_json."""
+        running = [text(i) for i in self.q.redis.smembers(self.keys.running)]
+        pending = [text(i) for i in self.q.redis.zrange(self.keys.queued, 0, -1)]
+        pipe = self.q.redis.pipeline(transaction=False)
+        for pid in running + pending:
+            pipe.hmget(self.keys.prompt(pid), ["number", "created", "prompt", "extra_data", "outputs"])
+        got = dict(zip(running + pending, pipe.execute(), strict=True))
+
+        def items(ids: list[str]) -> list[tuple[float, float, queue_items.Item]]:
+            out = []
+            for pid in ids:
+                number, created, *texts = got[pid]
+                if any(t is None for t in texts):
+                    continue  # finished and dropped between the two reads
+                blobs = [t if isinstance(t, bytes) else t.encode() for t in texts]
+                n = float(text(number) or 0)
+                out.append((n, float(text(created) or 0), queue_items.item_parts(pid, n, *blobs)))
+            return out
+
+        running_items = [i for _, _, i in sorted(items(running), key=lambda x: x[:2])]
+        return queue_items.join_answer(running_items, [i for _, _, i in items(pending)])
 
     def entry_json(self, prompt_id: str) -> str | None:
         """One finished prompt's history entry as JSON text; None while pending or unknown."""

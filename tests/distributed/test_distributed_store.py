@@ -58,6 +58,12 @@ def test_store_queue_order_front_position_and_delete(store):
     row = store.get("first")
     assert row.status == "pending" and row.client_id == "c1" and row.queue_item()[0] == -5
     assert store.remaining() == 5
+    # GET /queue is spliced from the stored texts; it reads back as the decoded rows.
+    expected = {
+        "queue_running": [r.queue_item() for r in store.running()],
+        "queue_pending": [r.queue_item() for r in store.pending()],
+    }
+    assert json.loads(store.queue_json()) == expected and len(expected["queue_pending"]) == 5
     assert store.delete_pending(["p1", "unknown"]) == 1
     assert store.delete_pending(None) == 4
     assert store.pending() == [] and store.remaining() == 0
@@ -78,6 +84,8 @@ def test_each_prompt_is_claimed_once_and_finished_once(store, queue):
     rest = claim_all(queue, "wb")
     assert sorted([a.prompt_id] + [c.prompt_id for c in rest]) == [f"p{i}" for i in range(6)]
     assert [r.prompt_id for r in store.running()] == [f"p{i}" for i in range(6)]
+    running = json.loads(store.queue_json())["queue_running"]
+    assert running == [r.queue_item() for r in store.running()] and [i[1] for i in running][0] == "p0"
     final = [("executing", {"node": None, "prompt_id": a.prompt_id})]
     assert not queue.finish("wb", a, "success", {}, [], None, final)  # not wb's to finish
     assert queue.finish("wa", a, "success", {"2": {"text": ["1"]}}, [], None, final)
