@@ -22,6 +22,8 @@ NODE_MODULES = [
     "nodes.comfy.images",
     "nodes.comfy.sampling",
     "nodes.comfy.custom_sampling",
+    "nodes.comfy.sampler_nodes",
+    "nodes.comfy.sigmas",
 ]
 
 _loaded = False

@@ -1,16 +1,18 @@
 """ComfyUI's custom-sampling nodes: SamplerCustomAdvanced and the parts it is wired from (NOISE:
-RandomNoise, DisableNoise; GUIDER: BasicGuider, CFGGuider; SAMPLER: KSamplerSelect; SIGMAS:
-BasicScheduler), and ModelSamplingFlux, which sets a MODEL's time shift from the image size.
-Behaviour as comfy_extras/nodes_custom_sampler.py and nodes_model_advanced.py (a125cd8)."""
+RandomNoise, DisableNoise; GUIDER: BasicGuider, CFGGuider; SAMPLER: KSamplerSelect, and the
+Sampler… nodes of sampler_nodes.py; SIGMAS: BasicScheduler, and sigmas.py), SamplerCustom (the
+same with its guider and noise inline), AddNoise, and ModelSamplingFlux, which sets a MODEL's
+time shift from the image size. Behaviour as comfy_extras/nodes_custom_sampler.py and
+nodes_model_advanced.py (a125cd8)."""
 
 from __future__ import annotations
 
 import torch
 
-from nodes.base import MAX_SEED, Combo, Float, Input, Int, NodeContext, Output, Socket, node
+from nodes.base import MAX_SEED, Boolean, Combo, Float, Input, Int, NodeContext, Output, Socket, node
 from nodes.comfy import model_sampling as ms
 from nodes.comfy import schedulers as sc
-from nodes.comfy.latents import MAX_RESOLUTION
+from nodes.comfy.latents import MAX_RESOLUTION, latent_samples, with_samples
 from nodes.comfy.sampling import (
     SAMPLER_NAMES,
     SCHEDULER_NAMES,
@@ -56,7 +58,72 @@ def sampler_custom_advanced(
             raise ValueError(f"{where}: {name} must come from a {name} node, not {type(value).__name__}")
     if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1:
         raise ValueError(f"{where}: sigmas must be a 1-D tensor of noise levels (BasicScheduler)")
-    return run_sampling(ctx, where, guider, sampler.name, sigmas.float(), noise, latent_image)
+    return run_sampling(
+        ctx, where, guider, sampler.name, sigmas.float(), noise, latent_image, dict(sampler.options)
+    )
+
+
+@node(
+    "SamplerCustom",
+    category=CATEGORY,
+    display_name="SamplerCustom",
+    description=(
+        "SamplerCustomAdvanced with its guider and noise inline: CFG with a negative (cfg 1: the "
+        "positive alone) and seeded noise unless add_noise is off (the seed still seeds the sampler's "
+        "extra noise then, as in ComfyUI)."
+    ),
+    inputs=[
+        Input("model", Socket(MODEL)),
+        Input("add_noise", Boolean(default=True)),
+        Input("noise_seed", Int(default=0, min=0, max=MAX_SEED, control_after_generate=True)),
+        Input("cfg", CFG),
+        Input("positive", Socket(CONDITIONING)),
+        Input("negative", Socket(CONDITIONING)),
+        Input("sampler", Socket(SAMPLER)),
+        Input("sigmas", Socket(SIGMAS)),
+        Input("latent_image", Socket(LATENT)),
+    ],
+    outputs=[Output(LATENT, "output"), Output(LATENT, "denoised_output")],
+)
+def sampler_custom(
+    ctx: NodeContext, model, add_noise, noise_seed, cfg, positive, negative, sampler, sigmas, latent_image
+) -> tuple[dict, dict]:
+    guider = Guider(check_model(model, "SamplerCustom"), positive, negative, float(cfg))
+    noise = Noise(int(noise_seed), add=bool(add_noise))
+    return sampler_custom_advanced(ctx, noise, guider, sampler, sigmas, latent_image)
+
+
+@node(
+    "AddNoise",
+    category="_for_testing/custom_sampling/noise",
+    display_name="AddNoise",
+    description=(
+        "Noise a latent to a schedule's span (|first - last| sigma; the one sigma if only one), as a "
+        "sampler starting there would, without sampling."
+    ),
+    inputs=[
+        Input("model", Socket(MODEL)),
+        Input("noise", Socket(NOISE)),
+        Input("sigmas", Socket(SIGMAS)),
+        Input("latent_image", Socket(LATENT)),
+    ],
+    outputs=[Output(LATENT, "LATENT")],
+)
+def add_noise(ctx: NodeContext, model, noise, sigmas, latent_image) -> tuple[dict]:
+    where = "AddNoise"
+    check_model(model, where)  # FLUX's noise scaling is the same for every FLUX sigma table
+    if not isinstance(noise, Noise):
+        raise ValueError(f"{where}: noise must come from a noise node, not {type(noise).__name__}")
+    if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1:
+        raise ValueError(f"{where}: sigmas must be a 1-D tensor of noise levels (a scheduler node)")
+    if len(sigmas) == 0:
+        return (latent_image,)
+    samples = latent_samples(latent_image, where)
+    fresh = noise.generate(samples, latent_image.get("batch_index"))
+    scale = torch.abs(sigmas[0] - sigmas[-1]) if len(sigmas) > 1 else sigmas[0]
+    latent = ms.latent_in(samples) if torch.count_nonzero(samples) > 0 else samples  # an empty latent stays
+    noisy = ms.latent_out(ms.noise_scaling(scale.float(), fresh, latent))
+    return (with_samples(latent_image, torch.nan_to_num(noisy, nan=0.0, posinf=0.0, neginf=0.0)),)
 
 
 @node(

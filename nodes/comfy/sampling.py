@@ -121,10 +121,18 @@ def _guided(loaded, guider: Guider, batch: int) -> guiders.Velocity:
 
 
 def run_sampling(
-    ctx: NodeContext, where: str, guider: Guider, sampler: str, sigmas: Sigmas, noise: Noise, latent
+    ctx: NodeContext,
+    where: str,
+    guider: Guider,
+    sampler: str,
+    sigmas: Sigmas,
+    noise: Noise,
+    latent,
+    options: dict | None = None,
 ) -> tuple[dict, dict]:
     """One sampling run (see the module doc): the output LATENT and the last denoised estimate
-    as a LATENT (SamplerCustomAdvanced's denoised_output)."""
+    as a LATENT (SamplerCustomAdvanced's denoised_output). `options`: the sampler's settings
+    (eta, s_noise, ...) from a Sampler… node."""
     check_model(guider.model, where)
     for name, cond in (("positive", guider.positive), ("negative", guider.negative)):
         if cond is not None and not isinstance(cond, Conditioning):
@@ -150,7 +158,15 @@ def run_sampling(
             ctx.progress(info["i"] + 1, total, info["denoised"])
 
         out = samplers.sample_latent(
-            flow, sampler, schedule, start, samples, seed=noise.seed, callback=on_step, device=loaded.device
+            flow,
+            sampler,
+            schedule,
+            start,
+            samples,
+            seed=noise.seed,
+            callback=on_step,
+            device=loaded.device,
+            **(options or {}),
         )
     output = with_samples(latent, out.cpu())
     if "denoised" not in last:

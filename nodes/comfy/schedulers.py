@@ -66,19 +66,48 @@ def sgm_uniform(ms: ModelSampling, steps: int) -> torch.Tensor:
 
 
 def karras(ms: ModelSampling, steps: int, rho: float = 7.0) -> torch.Tensor:
+    return karras_range(steps, float(ms.sigma_min), float(ms.sigma_max), rho)
+
+
+def karras_range(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
     """Karras et al. 2022 ("Elucidating the Design Space...") eq. 5: sigma_i =
     (sigma_max^(1/rho) + i/(n-1) * (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho."""
     ramp = torch.linspace(0, 1, steps)
-    min_inv_rho = float(ms.sigma_min) ** (1 / rho)
-    max_inv_rho = float(ms.sigma_max) ** (1 / rho)
+    min_inv_rho = sigma_min ** (1 / rho)
+    max_inv_rho = sigma_max ** (1 / rho)
     return _append_zero((max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho)
 
 
 def exponential(ms: ModelSampling, steps: int) -> torch.Tensor:
+    return exponential_range(steps, float(ms.sigma_min), float(ms.sigma_max))
+
+
+def exponential_range(steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
     """Evenly spaced in log sigma from sigma_max to sigma_min (k-diffusion's get_sigmas_exponential)."""
-    return _append_zero(
-        torch.linspace(math.log(float(ms.sigma_max)), math.log(float(ms.sigma_min)), steps).exp()
-    )
+    return _append_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), steps).exp())
+
+
+def polyexponential_range(steps: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> torch.Tensor:
+    """A polynomial ramp in log sigma (k-diffusion's get_sigmas_polyexponential): log sigma_i =
+    log sigma_min + (1 - i/(n-1))^rho * (log sigma_max - log sigma_min); rho 1 is exponential."""
+    ramp = torch.linspace(1, 0, steps) ** rho
+    return _append_zero(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)))
+
+
+def laplace_range(steps: int, sigma_min: float, sigma_max: float, mu: float = 0.0, beta_: float = 0.5):
+    """Hang et al. 2024 ("Improved Noise Schedule for Diffusion Training"): log sigma follows the
+    quantiles of a Laplace(mu, beta) distribution, lambda(x) = mu - beta * sign(1/2 - x) *
+    log(1 - 2|1/2 - x|), clamped to [sigma_min, sigma_max]. As k-diffusion, no final zero."""
+    x = torch.linspace(0, 1, steps)
+    lam = mu - beta_ * torch.sign(0.5 - x) * torch.log(1 - 2 * torch.abs(0.5 - x) + 1e-5)  # 1e-5: no log(0)
+    return torch.clamp(torch.exp(lam), min=sigma_min, max=sigma_max)
+
+
+def vp_range(steps: int, beta_d: float = 19.9, beta_min: float = 0.1, eps_s: float = 1e-3) -> torch.Tensor:
+    """Song et al. 2021's continuous variance-preserving SDE as noise levels: sigma(t) =
+    sqrt(exp(beta_d t^2/2 + beta_min t) - 1) for t from 1 down to eps_s."""
+    t = torch.linspace(1, eps_s, steps)
+    return _append_zero(torch.sqrt(torch.special.expm1(beta_d * t**2 / 2 + beta_min * t)))
 
 
 def beta(ms: ModelSampling, steps: int, alpha: float = 0.6, beta_: float = 0.6) -> torch.Tensor:

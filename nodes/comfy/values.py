@@ -75,9 +75,16 @@ class Noise:
 
 @dataclass(frozen=True)
 class Sampler:
-    """SAMPLER: one of nodes.comfy.samplers' samplers, by ComfyUI's name."""
+    """SAMPLER: one of nodes.comfy.samplers' samplers, by ComfyUI's name, with the settings a
+    Sampler… node gives it (eta, s_noise, ...; sorted (name, value) pairs, so equal settings
+    make equal values)."""
 
     name: str
+    options: tuple[tuple[str, float | int | str], ...] = ()
+
+    @classmethod
+    def of(cls, name: str, **options: float | int | str) -> Sampler:
+        return cls(name, tuple(sorted(options.items())))
 
     def cache_size(self) -> int:
         return 64
