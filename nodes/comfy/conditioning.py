@@ -9,6 +9,7 @@ read at a125cd8), which differ from diffusers' FluxPipeline in the T5 half:
   returns as `pooler_output`). Same as FluxPipeline, so EncodePrompt's helper does it.
 - T5-XXL: the prompt's tokens and `</s>`, padded with `<pad>` to *at least* 256 tokens and never
   truncated (FluxPipeline pads and truncates to max_sequence_length), with no attention mask.
+- ComfyUI's prompt weighting, `(word:1.2)`, for both (prompt_weights.py).
 The two encoders run one after the other through the model manager, so one of them is on the
 device at a time, and the embeddings are kept on the CPU.
 """
@@ -20,29 +21,17 @@ import dataclasses
 import torch
 
 from nodes.base import Float, Input, NodeContext, Output, Socket, String, node
+from nodes.comfy import prompt_weights as weights
 from nodes.comfy.types import CLIP
 from nodes.comfy.values import TextEncoders
 from nodes.flux import math as fm
-from nodes.flux.encode import Conditioning, clip_pooled, t5_hidden_states
+from nodes.flux.encode import Conditioning, clip_pooled_ids, t5_hidden_states
 from nodes.flux.types import CONDITIONING
 
 T5_MIN_TOKENS = 256  # ComfyUI's FLUX T5 tokenizer: min_length=256, no maximum
 
 # FluxGuidance and CLIPTextEncodeFlux: FLUX.1-dev's distilled guidance.
 GUIDANCE = Float(default=3.5, min=0.0, max=100.0, step=0.1)
-
-
-def t5_tokens(tokenizer, text: str, min_length: int = T5_MIN_TOKENS) -> torch.Tensor:
-    """ComfyUI's FLUX T5 token ids [1, L]: the text's tokens and `</s>`, padded to at least
-    `min_length` with the pad token, never truncated."""
-    length = len(tokenizer(text, truncation=False).input_ids)
-    return tokenizer(
-        [text],
-        padding="max_length",
-        max_length=max(min_length, length),
-        truncation=False,
-        return_tensors="pt",
-    ).input_ids
 
 
 def encoders_of(clip, where: str) -> TextEncoders:
@@ -62,14 +51,25 @@ def encoders_of(clip, where: str) -> TextEncoders:
 
 def encode_flux(models, clip: TextEncoders, clip_l_text: str, t5_text: str, guidance=None) -> Conditioning:
     """CLIP-L's pooled vector of one text and T5's per-token embeddings of another, as ComfyUI's
-    FLUX text encoder makes them (CLIP-L first, then T5; each on the device only while it runs)."""
+    FLUX text encoder makes them, prompt weights included (CLIP-L first, then T5; each on the
+    device only while it runs)."""
     with torch.no_grad():
         with models.use(clip.clip_l) as loaded:
-            pooled = clip_pooled(loaded, clip_l_text).cpu()
+            pooled = clip_pooled_ids(loaded, weights.clip_first_window(loaded.tokenizer, clip_l_text)).cpu()
             clip_dtype = loaded.module.dtype
         with models.use(clip.t5) as loaded:
-            embeds = t5_hidden_states(loaded, t5_tokens(loaded.tokenizer, t5_text)).cpu()
+            embeds = t5_weighted(loaded, t5_text).cpu()
     return Conditioning(embeds, pooled, fm.text_ids(embeds.shape[1], "cpu", clip_dtype), guidance)
+
+
+def t5_weighted(loaded, text: str) -> torch.Tensor:
+    """T5's embeddings [1, L, D] of a prompt, its `(word:weight)`s applied as ComfyUI applies them."""
+    ids, token_weights = weights.t5_tokens(loaded.tokenizer, text, T5_MIN_TOKENS)
+    embeds = t5_hidden_states(loaded, ids)
+    if bool((token_weights == 1.0).all()):
+        return embeds
+    empty = t5_hidden_states(loaded, weights.t5_empty_tokens(loaded.tokenizer, ids.shape[1]))
+    return weights.apply_weights(embeds, empty, token_weights)
 
 
 @node(

@@ -69,10 +69,15 @@ def _tokens(tokenizer, prompt: str, max_length: int, what: str) -> torch.Tensor:
 
 def clip_pooled(loaded, prompt: str) -> torch.Tensor:
     """CLIP's pooled output [1, D] for a prompt padded/truncated to the tokenizer's 77 tokens."""
-    module, tokenizer = loaded.module, loaded.tokenizer
-    ids = _tokens(tokenizer, prompt, tokenizer.model_max_length, "CLIP")
-    out = module(ids.to(loaded.device), output_hidden_states=False)
-    return out.pooler_output.to(dtype=module.dtype)
+    return clip_pooled_ids(
+        loaded, _tokens(loaded.tokenizer, prompt, loaded.tokenizer.model_max_length, "CLIP")
+    )
+
+
+def clip_pooled_ids(loaded, ids: torch.Tensor) -> torch.Tensor:
+    """CLIP's pooled output [1, D] for token ids [1, 77], in CLIP's dtype."""
+    out = loaded.module(ids.to(loaded.device), output_hidden_states=False)
+    return out.pooler_output.to(dtype=loaded.module.dtype)
 
 
 def t5_embeds(loaded, prompt: str, max_sequence_length: int) -> torch.Tensor:
