@@ -20,6 +20,7 @@ NODE_MODULES = [
     "nodes.comfy.conditioning",
     "nodes.comfy.latents",
     "nodes.comfy.images",
+    "nodes.comfy.scaling",
     "nodes.comfy.sampling",
     "nodes.comfy.custom_sampling",
     "nodes.comfy.sampler_nodes",

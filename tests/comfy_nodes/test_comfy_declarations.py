@@ -44,6 +44,9 @@ CATEGORIES = {
     "KSamplerSelect": "sampling/custom_sampling/samplers",
     "BasicScheduler": "sampling/custom_sampling/schedulers",
     "ModelSamplingFlux": "advanced/model",
+    "SetFirstSigma": "sampling/custom_sampling/sigmas",
+    "ImageInvert": "image",
+    "ImageScaleToTotalPixels": "image/upscaling",
 }
 OURS = tuple(CATEGORIES)
 MAX_RESOLUTION = 16384

@@ -353,7 +353,7 @@ def _declarations() -> list[tuple[str, list[Input], list[Output], dict[str, Any]
             {"output_node": True, "display_name": "Save Image"},
         ),
         ("PreviewImage", [S("images", image)], [], {"output_node": True, "display_name": "Preview Image"}),
-        ("ImageInvert", [S("image", image)], out(image), {}),
+        ("ImageInvert", [S("image", image)], out(image), {"display_name": "Invert Image"}),
         (
             "ImagePadForOutpaint",
             [
@@ -376,7 +376,7 @@ def _declarations() -> list[tuple[str, list[Input], list[Output], dict[str, Any]
                 Input("resolution_steps", Int(default=1, min=1, max=256)),
             ],
             out(image),
-            {},
+            {"display_name": "Scale Image to Total Pixels"},
         ),
         (
             "ImageScaleToMaxDimension",

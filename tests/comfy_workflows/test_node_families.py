@@ -35,11 +35,9 @@ def test_custom_node_pack_installed_from_github():
 
 
 def test_core_comfyui_node_not_implemented_yet():
-    message = describe_unknown(
-        "LatentUpscaleBy", [ui(12, "LatentUpscaleBy", cnr_id="comfy-core", ver="0.3.40")]
-    )
+    message = describe_unknown("LatentRotate", [ui(12, "LatentRotate", cnr_id="comfy-core", ver="0.3.40")])
     assert message == (
-        "Node type 'LatentUpscaleBy' is a core ComfyUI node (comfy-core v0.3.40) that fluxloom does not "
+        "Node type 'LatentRotate' is a core ComfyUI node (comfy-core v0.3.40) that fluxloom does not "
         "implement yet; node 12"
     )
 
