@@ -1,0 +1,268 @@
+"""More of ComfyUI's samplers for FLUX (dpmpp_3m_sde, ipndm, res_multistep, heunpp2, ddpm, er_sde,
+gradient_estimation, seeds): registered, running on a tiny real FLUX transformer, and converging
+on flows whose exact answer is known, at the rate their order gives."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+
+from nodes.comfy import guiders, samplers
+from nodes.comfy import model_sampling as ms
+from nodes.comfy import noise as nz
+from nodes.comfy import schedulers as sc
+from nodes.flux.demo import PRESETS, _transformer
+from nodes.flux.encode import Conditioning
+
+NEW = (
+    "dpmpp_3m_sde",
+    "dpmpp_3m_sde_gpu",
+    "ipndm",
+    "ipndm_v",
+    "res_multistep",
+    "res_multistep_ancestral",
+    "heunpp2",
+    "ddpm",
+    "gradient_estimation",
+    "er_sde",
+    "seeds_2",
+    "seeds_3",
+)
+# Samplers that draw noise beyond the starting noise: a seed changes their result.
+STOCHASTIC = {
+    "dpmpp_3m_sde",
+    "dpmpp_3m_sde_gpu",
+    "res_multistep_ancestral",
+    "ddpm",
+    "er_sde",
+    "seeds_2",
+    "seeds_3",
+}
+CALLBACK_KEYS = {"x", "i", "sigma", "sigma_hat", "denoised"}
+
+
+def test_the_new_samplers_are_registered():
+    for name in NEW:
+        assert name in samplers.COMFY_SAMPLER_NAMES
+        assert samplers.get_sampler(name) is samplers.SAMPLERS[name]
+    assert samplers.get_sampler("dpmpp_3m_sde_gpu").keywords == {"cpu_tree": False}
+    assert samplers.get_sampler("res_multistep_ancestral").keywords == {"eta": 1.0}
+
+
+# --- a tiny real FLUX transformer -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def flux_model():
+    torch.manual_seed(0)
+    transformer = _transformer(PRESETS["tiny"], guidance_embeds=True).eval()
+    g = torch.Generator().manual_seed(30)
+    preset = PRESETS["tiny"]
+    positive = Conditioning(
+        prompt_embeds=torch.randn(1, 8, preset.t5_d_model, generator=g),
+        pooled_prompt_embeds=torch.randn(1, preset.clip_hidden, generator=g),
+        text_ids=torch.zeros(8, 3),
+    )
+
+    def predict(x, sigma, cond):
+        return ms.flux_velocity(
+            transformer,
+            x,
+            sigma,
+            prompt_embeds=cond.prompt_embeds,
+            pooled_prompt_embeds=cond.pooled_prompt_embeds,
+            txt_ids=cond.text_ids,
+            guidance=3.5,
+        )
+
+    return samplers.FlowModel(guiders.basic_guider(predict, positive), ms.flux_dev())
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_each_new_sampler_runs_on_a_tiny_flux_transformer(flux_model, name):
+    latent = torch.zeros(1, 16, 8, 8)
+    sigmas = sc.calculate_sigmas(flux_model.model_sampling, "simple", 3)
+    noise = nz.prepare_noise(latent, 3)
+    reports = []
+    out = samplers.sample(flux_model, name, sigmas, noise, latent, seed=3, callback=reports.append)
+    assert out.shape == latent.shape and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    assert not torch.equal(out, noise)
+    assert [r["i"] for r in reports] == [0, 1, 2], "one report per step"
+    assert all(set(r) == CALLBACK_KEYS for r in reports)
+    assert all(r["denoised"].shape == latent.shape for r in reports)
+    other_seed = samplers.sample(flux_model, name, sigmas, noise, latent, seed=4)
+    if name in STOCHASTIC:
+        assert not torch.equal(other_seed, out)
+        again = samplers.sample(flux_model, name, sigmas, noise, latent, seed=3)
+        assert torch.equal(again, out), "not reproducible"
+    else:
+        assert torch.equal(other_seed, out)
+
+
+# --- flows whose exact answer is known ------------------------------------------------------
+
+
+def point_mass_flow(x0: torch.Tensor):
+    """Data concentrated on x0: the denoised estimate is x0 everywhere."""
+
+    def velocity(x, sigma):
+        return (x - x0) / sigma.view(-1, 1, 1, 1)
+
+    return velocity
+
+
+def gaussian_flow(mean: torch.Tensor, std: torch.Tensor):
+    """Data x0 ~ N(mean, std^2) elementwise on the rectified flow x = (1 - sigma) x0 + sigma n:
+    the exact denoiser, whose probability-flow ODE carries noise z at sigma 1 to mean + std z."""
+
+    def velocity(x, sigma):
+        s = sigma.view(-1, 1, 1, 1)
+        a = 1 - s
+        denoised = mean + a * std**2 / (a**2 * std**2 + s**2) * (x - a * mean)
+        return (x - denoised) / s
+
+    return velocity
+
+
+def variance_exploding_gaussian(mean: torch.Tensor, std: torch.Tensor):
+    """The same data under the variance-exploding reading x = x0 + sigma n, as a "velocity"
+    (x - denoised)/sigma, so that x - sigma*v is that process's exact denoiser."""
+
+    def velocity(x, sigma):
+        s = sigma.view(-1, 1, 1, 1)
+        return (x - (mean + std**2 / (std**2 + s**2) * (x - mean))) / s
+
+    return velocity
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_each_new_sampler_lands_on_a_point_mass(name):
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(1, 16, 16, 16, generator=g)
+    model = samplers.FlowModel(point_mass_flow(x0), ms.flux_dev())
+    sigmas = sc.calculate_sigmas(model.model_sampling, "simple", 8)
+    latent = torch.zeros_like(x0)
+    out = samplers.sample(model, name, sigmas, nz.prepare_noise(latent, 1), latent, seed=1)
+    assert (out - x0).abs().max() < 1e-4
+
+
+@pytest.fixture(scope="module")
+def gaussian():
+    g = torch.Generator().manual_seed(0)
+    shape = (1, 16, 32, 32)
+    mean, std = torch.randn(shape, generator=g) * 0.5, torch.rand(shape, generator=g) * 0.5 + 0.5
+    noise = nz.prepare_noise(torch.zeros(shape), 9)
+    return mean, std, noise
+
+
+# (sampler, error bound at 30 steps, least error(30)/error(60)): the ratio is about 2 for a
+# first-order method and 4 for a second-order one; the max-abs error over 16k elements on the
+# "simple" schedule (whose last step is long) keeps the higher orders near the second's rate.
+ODE_SOLVERS = {
+    "ipndm": ("ipndm", 0.1, 3.0),
+    "ipndm_v": ("ipndm_v", 0.1, 3.0),
+    "res_multistep": ("res_multistep", 0.15, 2.2),
+    "res_multistep_ancestral eta=0": (partial(samplers.sample_res_multistep, eta=0.0), 0.15, 2.2),
+    "heunpp2": ("heunpp2", 0.15, 1.8),
+    "gradient_estimation": ("gradient_estimation", 0.25, 1.4),
+    "dpmpp_3m_sde eta=0": (partial(samplers.sample_dpmpp_3m_sde, eta=0.0), 0.05, 2.0),
+    "seeds_2 eta=0": (partial(samplers.sample_seeds_2, eta=0.0), 0.1, 3.0),
+    "seeds_3 eta=0": (partial(samplers.sample_seeds_3, eta=0.0), 0.1, 3.5),
+}
+
+
+@pytest.mark.parametrize("case", list(ODE_SOLVERS))
+def test_ode_solvers_converge_on_the_gaussian_flow(gaussian, case):
+    mean, std, noise = gaussian
+    sampler, bound, ratio = ODE_SOLVERS[case]
+    model = samplers.FlowModel(gaussian_flow(mean, std), ms.flux_dev())
+    exact = mean + std * noise
+
+    def error(steps: int) -> float:
+        sigmas = sc.calculate_sigmas(model.model_sampling, "simple", steps)
+        out = samplers.sample(model, sampler, sigmas, noise, torch.zeros_like(noise), seed=9)
+        return (out - exact).abs().max().item()
+
+    coarse, fine = error(30), error(60)
+    assert coarse < bound, coarse
+    assert fine < coarse / ratio, (coarse, fine)
+
+
+def test_ipndm_v_weights():
+    """Up to order 3 they are Adams-Bashforth's on equal steps; ComfyUI's (diff-sampler's) order-4
+    weights are not (2.375 where AB4 has 55/24): they integrate polynomials up to degree 2 exactly,
+    not 3. On uneven steps they are the numbers ComfyUI a125cd8's sample_ipndm_v computes."""
+    expected = samplers._ADAMS_BASHFORTH
+    for order in range(1, 4):
+        weights = samplers._ipndm_v_weights([-0.1] * order)
+        assert weights == pytest.approx(expected[order - 1], abs=1e-12)
+    fourth = samplers._ipndm_v_weights([-0.1] * 4)
+    assert fourth == pytest.approx([2.375, -65 / 24, 43 / 24, -11 / 24], abs=1e-12)
+    for degree in range(3):  # integral over [0, 1] of s^k from values at s = 0, -1, -2, -3
+        assert sum(w * (-j) ** degree for j, w in enumerate(fourth)) == pytest.approx(1 / (degree + 1))
+    assert sum(w * (-j) ** 3 for j, w in enumerate(fourth)) != pytest.approx(1 / 4)
+
+    t = [1.0, 0.83, 0.61, 0.47, 0.29, 0.2]
+    steps = [t[5 - k] - t[4 - k] for k in range(4)]
+    third = [w * steps[0] for w in samplers._ipndm_v_weights(steps[:3])]
+    assert third == pytest.approx([-0.15539062, 0.12053571, -0.05514509], abs=1e-8)
+    fourth = [w * steps[0] for w in samplers._ipndm_v_weights(steps)]
+    assert fourth == pytest.approx([-0.16908203, 0.16747768, -0.09835303, 0.02011798], abs=1e-8)
+
+
+def test_ipndm_and_ipndm_v_agree_on_equal_steps(gaussian):
+    mean, std, noise = gaussian
+    model = samplers.FlowModel(gaussian_flow(mean, std), ms.flux_dev())
+    sigmas = torch.linspace(1.0, 0.1, 12)  # equal steps, never reaching 0
+    x = noise * sigmas[0]
+    fixed = samplers.sample_ipndm(model, x, sigmas, max_order=3)
+    variable = samplers.sample_ipndm_v(model, x, sigmas, max_order=3)
+    assert torch.allclose(fixed, variable, atol=1e-5)
+    uneven = sc.calculate_sigmas(model.model_sampling, "simple", 12)
+    fixed, variable = samplers.sample_ipndm(model, x, uneven), samplers.sample_ipndm_v(model, x, uneven)
+    assert not torch.allclose(fixed, variable)
+
+
+def test_res_multistep_ancestral_without_eta_is_res_multistep(gaussian):
+    mean, std, noise = gaussian
+    model = samplers.FlowModel(gaussian_flow(mean, std), ms.flux_dev())
+    sigmas = sc.calculate_sigmas(model.model_sampling, "simple", 10)
+    x = noise * sigmas[0]
+    reference = samplers.sample_res_multistep(model, x, sigmas, extra_args={"seed": 1})
+    no_eta = samplers.SAMPLERS["res_multistep_ancestral"](model, x, sigmas, extra_args={"seed": 2}, eta=0.0)
+    assert torch.equal(reference, no_eta)
+
+
+@pytest.mark.parametrize("name", ["dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "er_sde", "seeds_2", "seeds_3"])
+def test_flow_sde_samplers_sample_the_gaussian(gaussian, name):
+    """SDE samplers leave the ODE path but land in the data distribution: (out - mean)/std is
+    standard normal over the 16k elements."""
+    mean, std, noise = gaussian
+    model = samplers.FlowModel(gaussian_flow(mean, std), ms.flux_dev())
+    sigmas = sc.calculate_sigmas(model.model_sampling, "simple", 90)
+    out = samplers.sample(model, name, sigmas, noise, torch.zeros_like(noise), seed=9)
+    z = (out - mean) / std
+    assert abs(z.mean().item()) < 0.05 and abs(z.std().item() - 1) < 0.05, (z.mean(), z.std())
+    assert (out - (mean + std * noise)).abs().max() > 1, "it must not just follow the ODE"
+
+
+@pytest.mark.parametrize("name", ["ddpm", "res_multistep_ancestral"])
+def test_variance_exploding_samplers(gaussian, name):
+    """ddpm and res_multistep_ancestral read sigma as a variance-exploding sigma on every model,
+    as ComfyUI's do: on the VE process they sample the data distribution; on FLUX's flow their
+    renoising keeps too much signal, and the spread grows (ComfyUI's behaviour on FLUX too)."""
+    mean, std, noise = gaussian
+    sigmas = torch.cat([torch.linspace(4.382, -6.215, 200).exp(), torch.zeros(1)])  # 80 .. 0.002
+    sampler = samplers.get_sampler(name)
+    model = samplers.FlowModel(variance_exploding_gaussian(mean, std), ms.flux_dev())
+    z = (sampler(model, noise * sigmas[0], sigmas, extra_args={"seed": 9}) - mean) / std
+    assert abs(z.mean().item()) < 0.05 and abs(z.std().item() - 1) < 0.05, (z.mean(), z.std())
+
+    flow = samplers.FlowModel(gaussian_flow(mean, std), ms.flux_dev())
+    flow_sigmas = sc.calculate_sigmas(flow.model_sampling, "simple", 90)
+    out = samplers.sample(flow, name, flow_sigmas, noise, torch.zeros_like(noise), seed=9)
+    z = (out - mean) / std
+    assert abs(z.mean().item()) < 0.05 and z.std().item() > 1.3
