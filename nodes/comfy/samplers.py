@@ -786,14 +786,26 @@ def _er_sde_noise_scaler(x):
 
 
 @torch.no_grad()
-def sample_er_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, s_noise=1.0, max_stage=3):
+def sample_er_sde(
+    model,
+    x,
+    sigmas,
+    extra_args=None,
+    callback=None,
+    disable=None,
+    s_noise=1.0,
+    noise_scaler=None,
+    max_stage=3,
+):
     """ER-SDE-Solver-3 (Cui et al. 2023, "Elucidating the Solution Space of Extended Reverse-Time
     SDEs for Diffusion Models", arXiv 2309.06169, VP form, Algorithm 3) in the flow's
     lambda = sigma/alpha: the first-order step scaled by r = phi(lambda_t)/phi(lambda_s), and
     second and third stages from divided differences of the denoised estimates, their integrals of
     1/phi taken as 200-point Riemann sums as in ComfyUI; fresh noise of
-    alpha_t sqrt(lambda_t^2 - lambda_s^2 r^2) each step."""
+    alpha_t sqrt(lambda_t^2 - lambda_s^2 r^2) each step. `noise_scaler` is the paper's phi
+    (default ComfyUI's x (e^(x^0.3) + 10)); phi(x) = x adds no noise: the ODE solver."""
     noise = default_noise_sampler(x, _seed(extra_args))
+    scaler = _er_sde_noise_scaler if noise_scaler is None else noise_scaler
     points = torch.arange(0, 200, dtype=torch.float32, device=x.device)
     sigmas = _offset_first_sigma(model, sigmas)
     lambdas = _flow_lambda(sigmas).neg().exp()  # sigma / alpha
@@ -807,14 +819,14 @@ def sample_er_sde(model, x, sigmas, extra_args=None, callback=None, disable=None
         else:
             lam_s, lam_t = lambdas[i], lambdas[i + 1]
             alpha_s, alpha_t = sigmas[i] / lam_s, sigmas[i + 1] / lam_t
-            scale_t = _er_sde_noise_scaler(lam_t)
-            r = scale_t / _er_sde_noise_scaler(lam_s)
+            scale_t = scaler(lam_t)
+            r = scale_t / scaler(lam_s)
             x = (alpha_t / alpha_s) * r * x + alpha_t * (1 - r) * denoised
             if stage >= 2:
                 d_lam = lam_t - lam_s
                 spacing = -d_lam / 200
                 positions = lam_t + points * spacing
-                scaled = _er_sde_noise_scaler(positions)
+                scaled = scaler(positions)
                 slope = (denoised - old_denoised) / (lam_s - lambdas[i - 1])
                 x = x + alpha_t * (d_lam + (1 / scaled).sum() * spacing * scale_t) * slope
                 if stage >= 3:
