@@ -24,6 +24,7 @@ uni_pc) take x0 = x - sigma*v as ComfyUI does.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -939,6 +940,139 @@ def sample_seeds_3(
     return x
 
 
+# --- DPM-Solver fast and adaptive (Lu et al. 2022, "DPM-Solver", arXiv 2206.00927) ----------
+# As ComfyUI's KSampler runs them: they take only the ends of the schedule, from sigmas[0] down
+# to the last sigma above 0 (sigmas[-2] when the schedule ends at 0), and stop there without the
+# final jump to sigma 0; the steps in between are their own. In t = -log(sigma) (the
+# variance-exploding form, alpha = 1), the noise prediction being the velocity on a flow. With a
+# KSampler eta is 0 (nothing can set it), so they are deterministic; only that case is here.
+
+
+def _dpm_solver_ends(sigmas):
+    sigma_min = sigmas[-1] if sigmas[-1] > 0 else sigmas[-2]
+    return -sigmas[0].log(), -sigma_min.log()
+
+
+def _dpm_solver_eps(model, x, t):
+    return model(x, _batch(x, t.neg().exp()))
+
+
+def _dpm_solver_1(x, t, t_next, eps):
+    """DPM-Solver-1 (eq. 3.7): x - sigma_next (e^h - 1) eps."""
+    return x - t_next.neg().exp() * (t_next - t).expm1() * eps
+
+
+def _dpm_solver_2(model, x, t, t_next, eps, r_1, eps_1=None):
+    """DPM-Solver-2 (Algorithm 1) with its intermediate point at t + r_1 h; returns the step and
+    the intermediate evaluation (which DPM-Solver-3 with r_1 = 1/3 shares)."""
+    h = t_next - t
+    s_1 = t + r_1 * h
+    if eps_1 is None:
+        u_1 = x - s_1.neg().exp() * (r_1 * h).expm1() * eps
+        eps_1 = _dpm_solver_eps(model, u_1, s_1)
+    sigma_next = t_next.neg().exp()
+    return x - sigma_next * h.expm1() * eps - sigma_next / (2 * r_1) * h.expm1() * (eps_1 - eps), eps_1
+
+
+def _dpm_solver_3(model, x, t, t_next, eps, eps_1=None):
+    """DPM-Solver-3 (Algorithm 2, r_1 = 1/3, r_2 = 2/3)."""
+    r_1, r_2 = 1 / 3, 2 / 3
+    h = t_next - t
+    if eps_1 is None:
+        s_1 = t + r_1 * h
+        eps_1 = _dpm_solver_eps(model, x - s_1.neg().exp() * (r_1 * h).expm1() * eps, s_1)
+    s_2 = t + r_2 * h
+    sigma_2 = s_2.neg().exp()
+    phi = (r_2 * h).expm1()
+    u_2 = x - sigma_2 * phi * eps - sigma_2 * (r_2 / r_1) * (phi / (r_2 * h) - 1) * (eps_1 - eps)
+    eps_2 = _dpm_solver_eps(model, u_2, s_2)
+    sigma_next = t_next.neg().exp()
+    return x - sigma_next * h.expm1() * eps - sigma_next / r_2 * (h.expm1() / h - 1) * (eps_2 - eps)
+
+
+@torch.no_grad()
+def sample_dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """DPM-Solver-fast (section 3.4): as many model evaluations as the schedule has steps, spent
+    on floor(n/3) + 1 steps even in t, third order but for the last one or two (orders 3..3,2,1
+    when 3 divides n, else 3..3,n mod 3). One report per solver step, so fewer than n."""
+    if len(sigmas) <= 1:
+        return x
+    t_start, t_end = _dpm_solver_ends(sigmas)
+    n = len(sigmas) - 1
+    m = n // 3 + 1
+    ts = torch.linspace(float(t_start), float(t_end), m + 1, dtype=sigmas.dtype, device=x.device)
+    orders = [3] * (m - 2) + [2, 1] if n % 3 == 0 else [3] * (m - 1) + [n % 3]
+    for i, order in enumerate(orders):
+        t, t_next = ts[i], ts[i + 1]
+        eps = _dpm_solver_eps(model, x, t)
+        _report(callback, x, i, t.neg().exp(), to_denoised(x, eps, t.neg().exp()))
+        if order == 1:
+            x = _dpm_solver_1(x, t, t_next, eps)
+        elif order == 2:
+            x, _ = _dpm_solver_2(model, x, t, t_next, eps, 1 / 2)
+        else:
+            x = _dpm_solver_3(model, x, t, t_next, eps)
+    return x
+
+
+@torch.no_grad()
+def sample_dpm_adaptive(
+    model,
+    x,
+    sigmas,
+    extra_args=None,
+    callback=None,
+    disable=None,
+    order=3,
+    rtol=0.05,
+    atol=0.0078,
+    h_init=0.05,
+    pcoeff=0.0,
+    icoeff=1.0,
+    dcoeff=0.0,
+    accept_safety=0.81,
+):
+    """DPM-Solver-23 (or -12 with order 2), adaptive step size (section 4 and Algorithm 4 of
+    the paper's appendix): each attempt takes a step of order-1 and one of `order` sharing
+    evaluations, their difference scaled by max(atol, rtol * max(|x_low|, |x_prev|)) gives the
+    error, and a PID controller on 1/error (k-diffusion's, defaults: integral only) grows or
+    shrinks h, accepting when its factor reaches accept_safety. One report per attempt; the
+    schedule's step count does not matter."""
+    if len(sigmas) <= 1:
+        return x
+    if order not in {2, 3}:
+        raise ValueError(f"order must be 2 or 3, not {order}")
+    t_start, t_end = _dpm_solver_ends(sigmas)
+    forward = bool(t_end > t_start)
+    h = abs(h_init) * (1 if forward else -1)
+    b_1, b_2, b_3 = (pcoeff + icoeff + dcoeff) / order, -(pcoeff + 2 * dcoeff) / order, dcoeff / order
+    inverse_errors = []  # 1/error of this attempt and the last two accepted ones
+    s, x_prev, attempts = t_start, x, 0
+    while (s < t_end - 1e-5) if forward else (s > t_end + 1e-5):
+        t = torch.minimum(t_end, s + h) if forward else torch.maximum(t_end, s + h)
+        eps = _dpm_solver_eps(model, x, s)
+        denoised = to_denoised(x, eps, s.neg().exp())
+        if order == 2:
+            x_low = _dpm_solver_1(x, s, t, eps)
+            x_high, _ = _dpm_solver_2(model, x, s, t, eps, 1 / 2)
+        else:
+            x_low, eps_1 = _dpm_solver_2(model, x, s, t, eps, 1 / 3)
+            x_high = _dpm_solver_3(model, x, s, t, eps, eps_1)
+        scale = torch.maximum(torch.tensor(atol), rtol * torch.maximum(x_low.abs(), x_prev.abs()))
+        error = torch.linalg.norm((x_low - x_high) / scale) / x.numel() ** 0.5
+        inverse = 1 / (float(error) + 1e-8)
+        inverse_errors = [inverse, *(inverse_errors[1:] if inverse_errors else [inverse, inverse])]
+        factor = inverse_errors[0] ** b_1 * inverse_errors[1] ** b_2 * inverse_errors[2] ** b_3
+        factor = 1 + math.atan(factor - 1)  # the controller's limiter
+        if factor >= accept_safety:
+            inverse_errors = [inverse_errors[0], inverse_errors[0], inverse_errors[1]]
+            x_prev, x, s = x_low, x_high, t
+        h *= factor
+        _report(callback, x, attempts, s.neg().exp(), denoised)
+        attempts += 1
+    return x
+
+
 # --- registry and the sampling run ----------------------------------------------------------
 
 Sampler = Callable[..., torch.Tensor]
@@ -976,6 +1110,8 @@ SAMPLERS: dict[str, Sampler] = {
     "er_sde": sample_er_sde,
     "seeds_2": sample_seeds_2,
     "seeds_3": sample_seeds_3,
+    "dpm_fast": sample_dpm_fast,
+    "dpm_adaptive": sample_dpm_adaptive,
 }
 
 # ComfyUI's SAMPLER_NAMES (a125cd8), in its order: what a KSampler combo offers and workflows carry.

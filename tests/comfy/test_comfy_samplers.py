@@ -41,6 +41,9 @@ FIRST_ORDER = {"euler", "ddim", "heunpp2", "gradient_estimation"}
 # Ancestral samplers that read sigma as variance exploding on every model, as ComfyUI's do: on a
 # flow their spread grows (see test_comfy_samplers_more.py).
 VARIANCE_EXPLODING = {"ddpm", "res_multistep_ancestral"}
+# DPM-Solver fast/adaptive choose their own steps between the schedule's ends and stop at the last
+# sigma above 0, as ComfyUI's do (tested in test_comfy_samplers_more.py).
+OWN_STEPS = {"dpm_fast", "dpm_adaptive"}
 
 
 # --- a tiny real FLUX transformer -----------------------------------------------------------
@@ -157,7 +160,8 @@ def test_every_sampler_runs_on_a_tiny_flux_transformer(transformers, name):
     assert out.shape == latent.shape and out.dtype == torch.float32
     assert torch.isfinite(out).all()
     assert not torch.equal(out, noise)
-    assert steps == [0, 1, 2], "one report per step"
+    if name not in OWN_STEPS:
+        assert steps == [0, 1, 2], "one report per step"
     # Beyond the starting noise, the seed only feeds the ancestral and SDE samplers' extra noise.
     other_seed = samplers.sample(model, name, sigmas, noise, latent, seed=4)
     if name in STOCHASTIC:
@@ -196,7 +200,7 @@ def gaussian_flow(mean: torch.Tensor, std: torch.Tensor):
     return velocity
 
 
-@pytest.mark.parametrize("name", list(samplers.SAMPLERS))
+@pytest.mark.parametrize("name", sorted(set(samplers.SAMPLERS) - OWN_STEPS))
 def test_every_sampler_lands_on_a_point_mass(name):
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(1, 16, 16, 16, generator=g)
@@ -219,7 +223,7 @@ def gaussian():
     return model, mean, std, noise
 
 
-@pytest.mark.parametrize("name", sorted(set(samplers.SAMPLERS) - STOCHASTIC))
+@pytest.mark.parametrize("name", sorted(set(samplers.SAMPLERS) - STOCHASTIC - OWN_STEPS))
 def test_deterministic_samplers_solve_the_gaussian_flow(gaussian, name):
     model, mean, std, noise = gaussian
     exact = mean + std * noise

@@ -29,7 +29,10 @@ NEW = (
     "er_sde",
     "seeds_2",
     "seeds_3",
+    "dpm_fast",
+    "dpm_adaptive",
 )
+OWN_STEPS = {"dpm_fast", "dpm_adaptive"}  # their steps are not the schedule's
 # Samplers that draw noise beyond the starting noise: a seed changes their result.
 STOCHASTIC = {
     "dpmpp_3m_sde",
@@ -90,7 +93,10 @@ def test_each_new_sampler_runs_on_a_tiny_flux_transformer(flux_model, name):
     assert out.shape == latent.shape and out.dtype == torch.float32
     assert torch.isfinite(out).all()
     assert not torch.equal(out, noise)
-    assert [r["i"] for r in reports] == [0, 1, 2], "one report per step"
+    if name not in OWN_STEPS:
+        assert [r["i"] for r in reports] == [0, 1, 2], "one report per step"
+    else:
+        assert [r["i"] for r in reports] == list(range(len(reports))) and reports
     assert all(set(r) == CALLBACK_KEYS for r in reports)
     assert all(r["denoised"].shape == latent.shape for r in reports)
     other_seed = samplers.sample(flux_model, name, sigmas, noise, latent, seed=4)
@@ -140,13 +146,17 @@ def variance_exploding_gaussian(mean: torch.Tensor, std: torch.Tensor):
 
 @pytest.mark.parametrize("name", NEW)
 def test_each_new_sampler_lands_on_a_point_mass(name):
+    """Every sampler lands on x0; DPM-Solver fast/adaptive stop at the last sigma above 0, on the
+    straight line from the noise to x0 there."""
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(1, 16, 16, 16, generator=g)
     model = samplers.FlowModel(point_mass_flow(x0), ms.flux_dev())
     sigmas = sc.calculate_sigmas(model.model_sampling, "simple", 8)
     latent = torch.zeros_like(x0)
-    out = samplers.sample(model, name, sigmas, nz.prepare_noise(latent, 1), latent, seed=1)
-    assert (out - x0).abs().max() < 1e-4
+    noise = nz.prepare_noise(latent, 1)
+    out = samplers.sample(model, name, sigmas, noise, latent, seed=1)
+    target = ms.noise_scaling(sigmas[-2], noise, x0) if name in OWN_STEPS else x0
+    assert (out - target).abs().max() < 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -327,3 +337,74 @@ def test_higher_orders_are_more_accurate(short_flow):
     seeds_3 = short_flow(partial(samplers.sample_seeds_3, eta=0.0), 32)
     assert seeds_3 < short_flow(partial(samplers.sample_seeds_2, eta=0.0), 32) / 50
     assert short_flow(ER_SDE_ODE, 32) < 0.85 * short_flow(partial(ER_SDE_ODE, max_stage=2), 32)
+
+
+# --- DPM-Solver fast and adaptive -----------------------------------------------------------
+
+
+def counting(model, calls: list):
+    def velocity(x, sigma):
+        calls.append(float(sigma[0]))
+        return model.velocity(x, sigma)
+
+    return samplers.FlowModel(velocity, model.model_sampling)
+
+
+def test_dpm_fast_spends_one_evaluation_per_step_and_converges(short_flow):
+    """n model evaluations (the schedule's step count) over floor(n/3) + 1 solver steps from
+    sigmas[0] to the last sigma (here 0.1), third order but at the end: it converges faster than
+    second order to the flow at that sigma."""
+    sampler = samplers.get_sampler("dpm_fast")
+    errors = [short_flow(sampler, n) for n in (12, 24, 48)]
+    assert errors[0] < 0.02
+    assert errors[1] < errors[0] / 2.5 and errors[2] < errors[1] / 3.5, errors
+
+
+def test_dpm_fast_steps_evenly_in_log_sigma(gaussian):
+    mean, std, noise = gaussian
+    calls, reports = [], []
+    model = counting(samplers.FlowModel(gaussian_flow(mean, std), ms.flux_dev()), calls)
+    sigmas = sc.calculate_sigmas(model.model_sampling, "simple", 9)
+    samplers.sample(
+        model, "dpm_fast", sigmas, noise, torch.zeros_like(noise), seed=0, callback=reports.append
+    )
+    assert len(calls) == 9
+    # 9 = 3 * 3: orders 3, 3, 2, 1 over 4 steps even in log(sigma) from sigma 1 to sigmas[-2]
+    ends = torch.tensor([1.0, float(sigmas[-2])]).log()
+    expected = torch.linspace(float(ends[0]), float(ends[1]), 5).exp()[:4]
+    assert torch.allclose(torch.stack([r["sigma"] for r in reports]), expected, rtol=1e-5)
+    assert [r["i"] for r in reports] == [0, 1, 2, 3]
+
+
+def test_dpm_adaptive_sets_its_own_steps(short_flow, gaussian):
+    """Only the schedule's ends matter; a tighter tolerance costs evaluations and buys accuracy."""
+    sampler = samplers.get_sampler("dpm_adaptive")
+    default = short_flow(sampler, 6)
+    assert default == short_flow(sampler, 40)
+    assert default < 0.02
+    tight = partial(samplers.sample_dpm_adaptive, rtol=0.005, atol=0.0005)
+    assert short_flow(tight, 6) < default / 5
+    assert short_flow(partial(samplers.sample_dpm_adaptive, order=2), 6) < 0.1
+    with pytest.raises(ValueError, match="order must be 2 or 3"):
+        short_flow(partial(samplers.sample_dpm_adaptive, order=4), 6)
+
+    mean, std, noise = gaussian
+    counts = {}
+    for rtol in (0.05, 0.005):
+        calls = []
+        model = counting(samplers.FlowModel(gaussian_flow(mean, std), ms.flux_dev()), calls)
+        sigmas = sc.calculate_sigmas(model.model_sampling, "simple", 20)
+        out = samplers.sample(
+            model,
+            partial(samplers.sample_dpm_adaptive, rtol=rtol),
+            sigmas,
+            noise,
+            torch.zeros_like(noise),
+            seed=0,
+        )
+        counts[rtol] = len(calls)
+        # the flow's marginal map at s = sigmas[-2]: (1-s) mean + sqrt((1-s)^2 std^2 + s^2) z
+        exact = (1 - sigmas[-2]) * mean + ((1 - sigmas[-2]) ** 2 * std**2 + sigmas[-2] ** 2).sqrt() * noise
+        assert (out - exact).abs().max() < 0.05
+        assert calls[0] == 1.0 and min(calls) >= float(sigmas[-2]) * 0.999
+    assert counts[0.005] > counts[0.05]
