@@ -1073,6 +1073,110 @@ def sample_dpm_adaptive(
     return x
 
 
+# --- SA-Solver (Xue et al. 2023, "SA-Solver: Stochastic Adams Solver for Fast Sampling of
+# Diffusion Models", NeurIPS 2023, arXiv 2309.05019), data prediction in the flow's half-log-SNR.
+
+
+def _sa_solver_weights(sigma_t, nodes, lam_s, lam_t, tau: float) -> torch.Tensor:
+    """The stochastic Adams weights b_j (eqs. 15 and 18): alpha_t times the integral over
+    [lam_s, lam_t] of (1 + tau^2) e^((1 + tau^2)(lam - lam_t)) l_j(lam), l_j the Lagrange basis
+    over `nodes`. Computed in float64 in u = lam - lam_t: the moments by parts,
+    I_p = ((0^p - (-h)^p e^(-k h)) - p I_(p-1)) / k with k = 1 + tau^2, then the weights that
+    integrate every polynomial of degree < len(nodes) exactly (a Vandermonde system)."""
+    k = 1.0 + tau**2
+    h = float(lam_t - lam_s)
+    u = (nodes.double() - float(lam_t)).cpu()
+    moments, previous = [], 0.0
+    for p in range(len(u)):
+        previous = ((1.0 if p == 0 else 0.0) - (-h) ** p * math.exp(-k * h) - p * previous) / k
+        moments.append(k * previous)
+    vandermonde = torch.vander(u, len(u), increasing=True).T  # row p: u_j^p
+    weights = torch.linalg.solve(vandermonde, torch.tensor(moments, dtype=torch.float64))
+    alpha_t = sigma_t * _flow_lambda(sigma_t).exp()
+    return (alpha_t.double().cpu() * weights).to(sigma_t.dtype)
+
+
+def _sa_solver_combine(weights: torch.Tensor, history: list[torch.Tensor]) -> torch.Tensor:
+    return sum(float(w) * d for w, d in zip(weights, history, strict=True))
+
+
+@torch.no_grad()
+def sample_sa_solver(
+    model,
+    x,
+    sigmas,
+    extra_args=None,
+    callback=None,
+    disable=None,
+    tau_func=None,
+    s_noise=1.0,
+    predictor_order=3,
+    corrector_order=4,
+    use_pece=False,
+):
+    """SA-Solver's predictor-corrector (Algorithm 1): a stochastic Adams-Bashforth predictor over
+    the last `predictor_order` denoised estimates, then, once the model has seen the predicted
+    point, a stochastic Adams-Moulton corrector over the last `corrector_order` including it (PECE
+    evaluates the corrected point again). The SDE's strength tau is ComfyUI's default: 1 for
+    sigmas between percent_to_sigma(0.2) and percent_to_sigma(0.8), 0 (the ODE) outside; the
+    orders drop near the end when the schedule reaches 0, and the last step returns the denoised
+    estimate. The weights are exact in float64 here (ComfyUI solves them in the sigmas' float32)."""
+    if len(sigmas) <= 1:
+        return x
+    noise_sampler = default_noise_sampler(x, _seed(extra_args))
+    sigmas = _offset_first_sigma(model, sigmas)
+    lambdas = _flow_lambda(sigmas)
+    if tau_func is None:
+        start, end = model.model_sampling.percent_to_sigma(0.2), model.model_sampling.percent_to_sigma(0.8)
+
+        def tau_func(sigma):
+            return 1.0 if start >= float(sigma) >= end else 0.0
+
+    last = len(sigmas) - 1
+    lower_order_to_end = bool(sigmas[-1] == 0)
+    x_pred, h, tau, noise, history = x, 0.0, 0.0, None, []
+    for i in range(last):
+        _, denoised = _evaluate(model, x_pred, sigmas[i])
+        _report(callback, x_pred, i, sigmas[i], denoised)
+        history = [*history, denoised][-max(predictor_order, corrector_order) :]
+        p_order = min(predictor_order, len(history))
+        c_order = 0 if i == 0 or (sigmas[i + 1] == 0 and not use_pece) else min(corrector_order, len(history))
+        if lower_order_to_end:
+            p_order, c_order = min(p_order, last - 1 - i), min(c_order, last - i)
+        # Corrector: from the previous sigma to this one, the newest estimate among the nodes.
+        if c_order == 0:
+            x = x_pred
+        else:
+            weights = _sa_solver_weights(
+                sigmas[i], lambdas[i - c_order + 1 : i + 1], lambdas[i - 1], lambdas[i], tau
+            )
+            x = sigmas[i] / sigmas[i - 1] * math.exp(-(tau**2) * h) * x + _sa_solver_combine(
+                weights, history[-c_order:]
+            )
+            if tau > 0 and s_noise > 0:
+                x = x + noise  # the predictor's noise, for the same stretch of the path
+            if use_pece:
+                _, denoised = _evaluate(model, x, sigmas[i])
+                history[-1] = denoised
+        # Predictor: to the next sigma.
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
+        tau = tau_func(sigmas[i + 1])
+        weights = _sa_solver_weights(
+            sigmas[i + 1], lambdas[i - p_order + 1 : i + 1], lambdas[i], lambdas[i + 1], tau
+        )
+        h = float(lambdas[i + 1] - lambdas[i])
+        x_pred = sigmas[i + 1] / sigmas[i] * math.exp(-(tau**2) * h) * x + _sa_solver_combine(
+            weights, history[-p_order:]
+        )
+        if tau > 0 and s_noise > 0:
+            spread = sigmas[i + 1] * math.sqrt(-math.expm1(-2 * tau**2 * h)) * s_noise
+            noise = noise_sampler(sigmas[i], sigmas[i + 1]) * spread
+            x_pred = x_pred + noise
+    return x
+
+
 # --- registry and the sampling run ----------------------------------------------------------
 
 Sampler = Callable[..., torch.Tensor]
@@ -1112,6 +1216,8 @@ SAMPLERS: dict[str, Sampler] = {
     "seeds_3": sample_seeds_3,
     "dpm_fast": sample_dpm_fast,
     "dpm_adaptive": sample_dpm_adaptive,
+    "sa_solver": sample_sa_solver,
+    "sa_solver_pece": partial(sample_sa_solver, use_pece=True),
 }
 
 # ComfyUI's SAMPLER_NAMES (a125cd8), in its order: what a KSampler combo offers and workflows carry.

@@ -36,6 +36,8 @@ STOCHASTIC = {
     "er_sde",
     "seeds_2",
     "seeds_3",
+    "sa_solver",
+    "sa_solver_pece",
 }
 FIRST_ORDER = {"euler", "ddim", "heunpp2", "gradient_estimation"}
 # Ancestral samplers that read sigma as variance exploding on every model, as ComfyUI's do: on a
@@ -321,8 +323,8 @@ def test_cfg_without_a_negative_is_refused():
 
 
 def test_unknown_and_missing_samplers_are_named():
-    with pytest.raises(ValueError, match="'sa_solver' is one of ComfyUI's but fluxloom does not have it"):
-        samplers.get_sampler("sa_solver")
+    with pytest.raises(ValueError, match="'euler_cfg_pp' is one of ComfyUI's but fluxloom does not have it"):
+        samplers.get_sampler("euler_cfg_pp")
     with pytest.raises(ValueError, match="unknown sampler 'eulr'.*euler"):
         samplers.get_sampler("eulr")
     assert set(samplers.SAMPLERS) <= set(samplers.COMFY_SAMPLER_NAMES)

@@ -31,6 +31,8 @@ NEW = (
     "seeds_3",
     "dpm_fast",
     "dpm_adaptive",
+    "sa_solver",
+    "sa_solver_pece",
 )
 OWN_STEPS = {"dpm_fast", "dpm_adaptive"}  # their steps are not the schedule's
 # Samplers that draw noise beyond the starting noise: a seed changes their result.
@@ -42,6 +44,8 @@ STOCHASTIC = {
     "er_sde",
     "seeds_2",
     "seeds_3",
+    "sa_solver",
+    "sa_solver_pece",
 }
 CALLBACK_KEYS = {"x", "i", "sigma", "sigma_hat", "denoised"}
 
@@ -246,7 +250,10 @@ def test_res_multistep_ancestral_without_eta_is_res_multistep(gaussian):
     assert torch.equal(reference, no_eta)
 
 
-@pytest.mark.parametrize("name", ["dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "er_sde", "seeds_2", "seeds_3"])
+@pytest.mark.parametrize(
+    "name",
+    ["dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece"],
+)
 def test_flow_sde_samplers_sample_the_gaussian(gaussian, name):
     """SDE samplers leave the ODE path but land in the data distribution: (out - mean)/std is
     standard normal over the 16k elements."""
@@ -297,11 +304,12 @@ def short_flow():
     def exact(sigma):
         return (1 - sigma) * mean + ((1 - sigma) ** 2 * std**2 + sigma**2).sqrt() * z
 
-    def error(sampler, steps: int) -> float:
+    def error(sampler, steps: int, at: int = -1) -> float:
+        """max |sampler's result - the exact flow at sigmas[at]|"""
         ends = samplers._flow_lambda(torch.tensor([0.9, 0.1], dtype=f64))
         sigmas = samplers._flow_sigma(torch.linspace(ends[0].item(), ends[1].item(), steps + 1, dtype=f64))
         out = sampler(model, exact(sigmas[0]), sigmas, extra_args={"seed": 1})
-        return (out - exact(sigmas[-1])).abs().max().item()
+        return (out - exact(sigmas[at])).abs().max().item()
 
     return error
 
@@ -408,3 +416,59 @@ def test_dpm_adaptive_sets_its_own_steps(short_flow, gaussian):
         assert (out - exact).abs().max() < 0.05
         assert calls[0] == 1.0 and min(calls) >= float(sigmas[-2]) * 0.999
     assert counts[0.005] > counts[0.05]
+
+
+# --- SA-Solver ------------------------------------------------------------------------------
+
+
+def test_sa_solver_weights():
+    """Order 1 without noise is DPM-Solver++(1): alpha_t (1 - e^-h); every order integrates the
+    polynomials of its degree exactly against (1 + tau^2) e^((1 + tau^2)(lam - lam_t))."""
+    f64 = torch.float64
+    sigma_t = torch.tensor(0.3, dtype=f64)
+    lam_s, lam_t = samplers._flow_lambda(torch.tensor(0.5, dtype=f64)), samplers._flow_lambda(sigma_t)
+    alpha_t = sigma_t * lam_t.exp()
+    (b,) = samplers._sa_solver_weights(sigma_t, lam_s.reshape(1), lam_s, lam_t, 0.0)
+    assert float(b) == pytest.approx(float(alpha_t * -torch.expm1(-(lam_t - lam_s))), rel=1e-12)
+    nodes = torch.stack([lam_s - 0.6, lam_s - 0.25, lam_s, lam_t])
+    grid = torch.linspace(float(lam_s), float(lam_t), 200001, dtype=f64)
+    for tau in (0.0, 1.0):
+        k = 1 + tau**2
+        weights = samplers._sa_solver_weights(sigma_t, nodes, lam_s, lam_t, tau) / alpha_t
+        for degree in range(4):
+            integrand = k * torch.exp(k * (grid - lam_t)) * grid**degree
+            assert float((weights * nodes**degree).sum()) == pytest.approx(
+                float(torch.trapezoid(integrand, grid)), rel=1e-6
+            )
+
+
+SA_ODE = partial(samplers.sample_sa_solver, tau_func=lambda sigma: 0.0)
+
+
+@pytest.mark.parametrize("pece", [False, True])
+def test_sa_solver_without_noise_is_a_high_order_ode_solver(short_flow, pece):
+    """tau = 0 everywhere: the Adams predictor-corrector of orders 3 and 4 converges fast. On a
+    schedule that ends above 0 it returns, as ComfyUI's does, the corrected state at the
+    next-to-last sigma (the last prediction is dropped), so that is what it is compared with."""
+    sampler = partial(SA_ODE, use_pece=pece)
+    coarse, fine = short_flow(sampler, 16, at=-2), short_flow(sampler, 32, at=-2)
+    assert coarse < 1e-3 and fine < coarse / 10, (coarse, fine)
+    assert short_flow(sampler, 32, at=-1) > 100 * fine  # not the state at the last sigma
+    lower = partial(sampler, predictor_order=2, corrector_order=2)
+    assert short_flow(lower, 32, at=-2) > 5 * fine  # the higher orders pay
+
+
+def test_sa_solver_noise_follows_tau(gaussian):
+    mean, std, noise = gaussian
+    model = samplers.FlowModel(gaussian_flow(mean, std), ms.flux_dev())
+    sigmas = sc.calculate_sigmas(model.model_sampling, "simple", 10)
+    latent = torch.zeros_like(noise)
+    runs = [samplers.sample(model, SA_ODE, sigmas, noise, latent, seed=seed) for seed in (1, 2)]
+    assert torch.equal(*runs), "no noise without tau"
+    runs = [samplers.sample(model, "sa_solver", sigmas, noise, latent, seed=seed) for seed in (1, 2)]
+    assert not torch.equal(*runs)
+    # ComfyUI's default tau: 1 only between percent_to_sigma(0.2) and percent_to_sigma(0.8)
+    ends = samplers._offset_first_sigma(model, sigmas)
+    seen = []
+    samplers.sample_sa_solver(model, noise, ends, tau_func=lambda s: seen.append(float(s)) or 0.0)
+    assert seen == pytest.approx([float(s) for s in ends[1:-1]])
