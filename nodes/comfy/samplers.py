@@ -8,8 +8,9 @@ UniPC and DEIS with flow sigmas) are stateful objects over their own timestep gr
 multistep solvers work in log(alpha/sigma) where ComfyUI's dpmpp_2m, deis and uni_pc work in
 log(sigma) on FLUX: same names, different numbers. ComfyUI is GPL. So each sampler is written
 again from its published formulas (cited on each), with ComfyUI (a125cd8, comfy/k_diffusion/
-sampling.py, comfy/k_diffusion/deis.py, comfy/extra_samplers/uni_pc.py) read for the exact
-behaviour on flow models, quirks included.
+sampling.py, comfy/k_diffusion/deis.py, comfy/k_diffusion/sa_solver.py, comfy/extra_samplers/
+uni_pc.py, comfy/samplers.py's ksampler for dpm_fast/dpm_adaptive) read for the exact behaviour on
+flow models, quirks included.
 
 The shape is k-diffusion's: `sampler(model, x, sigmas, extra_args=None, callback=None,
 disable=None, **options) -> x`, with `extra_args["seed"]` seeding the extra noise as ComfyUI does
