@@ -88,7 +88,7 @@ def test_a_non_empty_latent_of_another_model_is_refused_by_name(rt):
 
 
 def test_an_unsupported_sampler_fails_validation_listing_the_choices(rt):
-    prompt = txt2img(short=True, sampler_name="dpmpp_3m_sde")
+    prompt = txt2img(short=True, sampler_name="euler_cfg_pp")
     with pytest.raises(ValidationError) as err:
         rt.executor.execute(prompt, "bad-sampler")
     (error,) = err.value.node_errors["sample"]["errors"]
