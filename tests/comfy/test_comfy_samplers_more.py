@@ -9,7 +9,7 @@ from functools import partial
 import pytest
 import torch
 
-from nodes.comfy import guiders, samplers
+from nodes.comfy import guiders, samplers, samplers_core, samplers_multistep, samplers_solvers
 from nodes.comfy import model_sampling as ms
 from nodes.comfy import noise as nz
 from nodes.comfy import schedulers as sc
@@ -209,11 +209,11 @@ def test_ipndm_v_weights():
     """Up to order 3 they are Adams-Bashforth's on equal steps; ComfyUI's (diff-sampler's) order-4
     weights are not (2.375 where AB4 has 55/24): they integrate polynomials up to degree 2 exactly,
     not 3. On uneven steps they are the numbers ComfyUI a125cd8's sample_ipndm_v computes."""
-    expected = samplers._ADAMS_BASHFORTH
+    expected = samplers_multistep._ADAMS_BASHFORTH
     for order in range(1, 4):
-        weights = samplers._ipndm_v_weights([-0.1] * order)
+        weights = samplers_multistep._ipndm_v_weights([-0.1] * order)
         assert weights == pytest.approx(expected[order - 1], abs=1e-12)
-    fourth = samplers._ipndm_v_weights([-0.1] * 4)
+    fourth = samplers_multistep._ipndm_v_weights([-0.1] * 4)
     assert fourth == pytest.approx([2.375, -65 / 24, 43 / 24, -11 / 24], abs=1e-12)
     for degree in range(3):  # integral over [0, 1] of s^k from values at s = 0, -1, -2, -3
         assert sum(w * (-j) ** degree for j, w in enumerate(fourth)) == pytest.approx(1 / (degree + 1))
@@ -221,9 +221,9 @@ def test_ipndm_v_weights():
 
     t = [1.0, 0.83, 0.61, 0.47, 0.29, 0.2]
     steps = [t[5 - k] - t[4 - k] for k in range(4)]
-    third = [w * steps[0] for w in samplers._ipndm_v_weights(steps[:3])]
+    third = [w * steps[0] for w in samplers_multistep._ipndm_v_weights(steps[:3])]
     assert third == pytest.approx([-0.15539062, 0.12053571, -0.05514509], abs=1e-8)
-    fourth = [w * steps[0] for w in samplers._ipndm_v_weights(steps)]
+    fourth = [w * steps[0] for w in samplers_multistep._ipndm_v_weights(steps)]
     assert fourth == pytest.approx([-0.16908203, 0.16747768, -0.09835303, 0.02011798], abs=1e-8)
 
 
@@ -306,8 +306,9 @@ def short_flow():
 
     def error(sampler, steps: int, at: int = -1) -> float:
         """max |sampler's result - the exact flow at sigmas[at]|"""
-        ends = samplers._flow_lambda(torch.tensor([0.9, 0.1], dtype=f64))
-        sigmas = samplers._flow_sigma(torch.linspace(ends[0].item(), ends[1].item(), steps + 1, dtype=f64))
+        ends = samplers_core._flow_lambda(torch.tensor([0.9, 0.1], dtype=f64))
+        grid = torch.linspace(ends[0].item(), ends[1].item(), steps + 1, dtype=f64)
+        sigmas = samplers_core._flow_sigma(grid)
         out = sampler(model, exact(sigmas[0]), sigmas, extra_args={"seed": 1})
         return (out - exact(sigmas[at])).abs().max().item()
 
@@ -426,15 +427,16 @@ def test_sa_solver_weights():
     polynomials of its degree exactly against (1 + tau^2) e^((1 + tau^2)(lam - lam_t))."""
     f64 = torch.float64
     sigma_t = torch.tensor(0.3, dtype=f64)
-    lam_s, lam_t = samplers._flow_lambda(torch.tensor(0.5, dtype=f64)), samplers._flow_lambda(sigma_t)
+    lam_s = samplers_core._flow_lambda(torch.tensor(0.5, dtype=f64))
+    lam_t = samplers_core._flow_lambda(sigma_t)
     alpha_t = sigma_t * lam_t.exp()
-    (b,) = samplers._sa_solver_weights(sigma_t, lam_s.reshape(1), lam_s, lam_t, 0.0)
+    (b,) = samplers_solvers._sa_solver_weights(sigma_t, lam_s.reshape(1), lam_s, lam_t, 0.0)
     assert float(b) == pytest.approx(float(alpha_t * -torch.expm1(-(lam_t - lam_s))), rel=1e-12)
     nodes = torch.stack([lam_s - 0.6, lam_s - 0.25, lam_s, lam_t])
     grid = torch.linspace(float(lam_s), float(lam_t), 200001, dtype=f64)
     for tau in (0.0, 1.0):
         k = 1 + tau**2
-        weights = samplers._sa_solver_weights(sigma_t, nodes, lam_s, lam_t, tau) / alpha_t
+        weights = samplers_solvers._sa_solver_weights(sigma_t, nodes, lam_s, lam_t, tau) / alpha_t
         for degree in range(4):
             integrand = k * torch.exp(k * (grid - lam_t)) * grid**degree
             assert float((weights * nodes**degree).sum()) == pytest.approx(
@@ -468,7 +470,7 @@ def test_sa_solver_noise_follows_tau(gaussian):
     runs = [samplers.sample(model, "sa_solver", sigmas, noise, latent, seed=seed) for seed in (1, 2)]
     assert not torch.equal(*runs)
     # ComfyUI's default tau: 1 only between percent_to_sigma(0.2) and percent_to_sigma(0.8)
-    ends = samplers._offset_first_sigma(model, sigmas)
+    ends = samplers_core._offset_first_sigma(model, sigmas)
     seen = []
     samplers.sample_sa_solver(model, noise, ends, tau_func=lambda s: seen.append(float(s)) or 0.0)
     assert seen == pytest.approx([float(s) for s in ends[1:-1]])

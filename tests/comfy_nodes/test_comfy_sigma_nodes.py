@@ -102,6 +102,11 @@ COMFYUI = {
          ("noise_device", ["gpu", "cpu"])],
         [("SAMPLER", "SAMPLER")],
     ),
+    "SamplerDPMPP_3M_SDE": (
+        "sampling/custom_sampling/samplers",
+        [("eta", 1.0, 0.0, 100.0), ("s_noise", 1.0, 0.0, 100.0), ("noise_device", ["gpu", "cpu"])],
+        [("SAMPLER", "SAMPLER")],
+    ),
     "SamplerLMS": ("sampling/custom_sampling/samplers", [("order", 4, 1, 100)], [("SAMPLER", "SAMPLER")]),
     "SamplerCustom": (
         "sampling/custom_sampling",
