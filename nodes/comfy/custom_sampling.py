@@ -1,5 +1,5 @@
 """ComfyUI's custom-sampling nodes: SamplerCustomAdvanced and the parts it is wired from (NOISE:
-RandomNoise, DisableNoise; GUIDER: BasicGuider, CFGGuider; SAMPLER: KSamplerSelect, and the
+RandomNoise, DisableNoise; GUIDER: BasicGuider, CFGGuider, DualCFGGuider; SAMPLER: KSamplerSelect, and the
 Sampler… nodes of sampler_nodes.py; SIGMAS: BasicScheduler, and sigmas.py), SamplerCustom (the
 same with its guider and noise inline), AddNoise, and ModelSamplingFlux, which sets a MODEL's
 time shift from the image size. Behaviour as comfy_extras/nodes_custom_sampler.py and
@@ -21,7 +21,7 @@ from nodes.comfy.sampling import (
     run_sampling,
 )
 from nodes.comfy.types import GUIDER, MODEL, NOISE, SAMPLER, SIGMAS
-from nodes.comfy.values import DiffusionModel, Guider, Noise, Sampler
+from nodes.comfy.values import DiffusionModel, DualGuider, Guider, Noise, Sampler
 from nodes.flux.types import CONDITIONING, LATENT
 
 CATEGORY = "sampling/custom_sampling"
@@ -176,6 +176,35 @@ def basic_guider(ctx: NodeContext, model, conditioning) -> tuple[Guider]:
 )
 def cfg_guider(ctx: NodeContext, model, positive, negative, cfg: float) -> tuple[Guider]:
     return (Guider(check_model(model, "CFGGuider"), positive, negative, float(cfg)),)
+
+
+@node(
+    "DualCFGGuider",
+    category=f"{CATEGORY}/guiders",
+    display_name="DualCFGGuider",
+    description=(
+        "Guidance from two conditionings and a negative: cfg_conds pushes from cond2 towards cond1, "
+        "cfg_cond2_negative from the negative towards cond2 (nested: towards their cfg_conds mix)."
+    ),
+    inputs=[
+        Input("model", Socket(MODEL)),
+        Input("cond1", Socket(CONDITIONING)),
+        Input("cond2", Socket(CONDITIONING)),
+        Input("negative", Socket(CONDITIONING)),
+        Input("cfg_conds", CFG),
+        Input("cfg_cond2_negative", CFG),
+        Input("style", Combo(("regular", "nested"))),
+    ],
+    outputs=[Output(GUIDER, "GUIDER")],
+)
+def dual_cfg_guider(
+    ctx: NodeContext, model, cond1, cond2, negative, cfg_conds: float, cfg_cond2_negative: float, style: str
+) -> tuple[DualGuider]:
+    model = check_model(model, "DualCFGGuider")
+    guider = DualGuider(
+        model, cond1, negative, float(cfg_conds), cond2, float(cfg_cond2_negative), style == "nested"
+    )
+    return (guider,)
 
 
 @node(

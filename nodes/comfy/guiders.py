@@ -53,3 +53,36 @@ def cfg_guider(predict: Predict, positive: Any, negative: Any, cfg: float) -> Ve
         return cfg_combine(cond, uncond, cfg)
 
     return velocity
+
+
+def dual_cfg_guider(
+    predict: Predict,
+    cond1: Any,
+    cond2: Any,
+    negative: Any,
+    cfg_conds: float,
+    cfg_negative: float,
+    nested: bool,
+) -> Velocity:
+    """DualCFGGuider: guidance from two conditionings and a negative. "regular":
+    uncond + cfg_negative * (cond2 - uncond) + cfg_conds * (cond1 - cond2), where a cfg of 1 drops
+    the pass it would need (cfg_negative 1: no negative pass; both 1: cond1 alone); "nested":
+    uncond + cfg_negative * ((cond2 + cfg_conds * (cond1 - cond2)) - uncond), all three passes.
+    The coefficients sum to 1 in both, so combining velocities equals ComfyUI's combining of
+    denoised estimates."""
+
+    def regular(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        first = predict(x, sigma, cond1).float()
+        if math.isclose(cfg_negative, 1.0) and math.isclose(cfg_conds, 1.0):
+            return first
+        second = predict(x, sigma, cond2).float()
+        if math.isclose(cfg_negative, 1.0):
+            return cfg_combine(first, second, cfg_conds)
+        uncond = predict(x, sigma, negative).float()
+        return cfg_combine(second, uncond, cfg_negative) + (first - second) * cfg_conds
+
+    def nested_velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        text = cfg_combine(predict(x, sigma, cond1).float(), predict(x, sigma, cond2).float(), cfg_conds)
+        return cfg_combine(text, predict(x, sigma, negative).float(), cfg_negative)
+
+    return nested_velocity if nested else regular

@@ -29,7 +29,7 @@ from nodes.comfy import model_sampling as ms
 from nodes.comfy import schedulers as sc
 from nodes.comfy.latents import latent_samples, with_samples
 from nodes.comfy.types import MODEL
-from nodes.comfy.values import DiffusionModel, Guider, Noise
+from nodes.comfy.values import DiffusionModel, DualGuider, Guider, Noise
 from nodes.flux import math as fm
 from nodes.flux.encode import Conditioning
 from nodes.flux.sampler import check_fits
@@ -111,6 +111,8 @@ def flux_predict(transformer: torch.nn.Module) -> guiders.Predict:
 
 def _guided(loaded, guider: Guider, batch: int) -> guiders.Velocity:
     """The guider's velocity on the loaded transformer; its conditioning checked against it."""
+    if isinstance(guider, DualGuider):
+        return _dual_guided(loaded, guider, batch)
     use_negative = not math.isclose(guider.cfg, 1.0)
     check_fits(loaded.module, fm.LATENT_CHANNELS, guider.positive, guider.negative if use_negative else None)
     positive = guider.positive.for_batch(batch, loaded.device, loaded.dtype)
@@ -118,6 +120,15 @@ def _guided(loaded, guider: Guider, batch: int) -> guiders.Velocity:
     if use_negative and guider.negative is not None:
         negative = guider.negative.for_batch(batch, loaded.device, loaded.dtype)
     return guiders.cfg_guider(flux_predict(loaded.module), positive, negative, guider.cfg)
+
+
+def _dual_guided(loaded, guider: DualGuider, batch: int) -> guiders.Velocity:
+    conds = (guider.positive, guider.middle, guider.negative)
+    for cond in conds:
+        check_fits(loaded.module, fm.LATENT_CHANNELS, cond, None)
+    first, second, negative = (c.for_batch(batch, loaded.device, loaded.dtype) for c in conds)
+    predict = flux_predict(loaded.module)
+    return guiders.dual_cfg_guider(predict, first, second, negative, guider.cfg, guider.cfg2, guider.nested)
 
 
 def run_sampling(
@@ -134,7 +145,8 @@ def run_sampling(
     as a LATENT (SamplerCustomAdvanced's denoised_output). `options`: the sampler's settings
     (eta, s_noise, ...) from a Sampler… node."""
     check_model(guider.model, where)
-    for name, cond in (("positive", guider.positive), ("negative", guider.negative)):
+    middle = (("cond2", guider.middle),) if isinstance(guider, DualGuider) else ()
+    for name, cond in (("positive", guider.positive), *middle, ("negative", guider.negative)):
         if cond is not None and not isinstance(cond, Conditioning):
             raise ValueError(f"{where}: {name} must come from a text encoder node")
     if isinstance(latent, dict) and "noise_mask" in latent:

@@ -103,3 +103,16 @@ class Guider:
     def cache_size(self) -> int:
         conds = (self.positive, self.negative)
         return 256 + sum(c.cache_size() for c in conds if c is not None)
+
+
+@dataclass(frozen=True)
+class DualGuider(Guider):
+    """GUIDER of DualCFGGuider: `positive` is cond1, `middle` cond2, `cfg` cfg_conds and `cfg2`
+    cfg_cond2_negative; `nested` its style (nodes/comfy/guiders.py:dual_cfg_guider)."""
+
+    middle: Conditioning | None = None
+    cfg2: float = 1.0
+    nested: bool = False
+
+    def cache_size(self) -> int:
+        return super().cache_size() + (self.middle.cache_size() if self.middle is not None else 0)

@@ -1,5 +1,5 @@
 """ComfyUI's SIGMAS nodes beyond BasicScheduler (nodes/comfy/sigmas.py), its Sampler… nodes
-(nodes/comfy/sampler_nodes.py), SamplerCustom and AddNoise: declared as ComfyUI declares them
+(nodes/comfy/sampler_nodes.py), SamplerCustom, AddNoise and DualCFGGuider: declared as ComfyUI declares them
 (inputs, defaults, outputs, categories at a125cd8, written out below from its
 comfy_extras/nodes_custom_sampler.py), computing the published schedules, and, through the
 executor on a tiny real FLUX transformer, agreeing with the runs they stand for: a schedule split
@@ -114,6 +114,13 @@ COMFYUI = {
          ("cfg", 8.0, 0.0, 100.0), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
          ("sampler", "SAMPLER"), ("sigmas", "SIGMAS"), ("latent_image", "LATENT")],
         [("LATENT", "output"), ("LATENT", "denoised_output")],
+    ),
+    "DualCFGGuider": (
+        "sampling/custom_sampling/guiders",
+        [("model", "MODEL"), ("cond1", "CONDITIONING"), ("cond2", "CONDITIONING"),
+         ("negative", "CONDITIONING"), ("cfg_conds", 8.0, 0.0, 100.0),
+         ("cfg_cond2_negative", 8.0, 0.0, 100.0), ("style", ["regular", "nested"])],
+        [("GUIDER", "GUIDER")],
     ),
     "AddNoise": (
         "_for_testing/custom_sampling/noise",
@@ -350,3 +357,57 @@ def test_sampling_percent_to_sigma_reads_the_models_table(rt):
     assert half == pytest.approx(ms.flux_time_shift(ms.FLUX_DEV_SHIFT, 0.5))  # tiny-dev: FLUX.1-dev's table
     prompt["pct"]["inputs"].update(sampling_percent=0.0, return_actual_sigma=True)
     assert value_of(rt, prompt, "pct") == pytest.approx(float(ms.flux_dev().sigma_max))
+
+
+def test_dual_cfg_combines_three_predictions_as_comfyui():
+    """On predictions that are constants per conditioning, the two styles' formulas exactly."""
+    from nodes.comfy.guiders import dual_cfg_guider
+
+    values = {"c1": torch.tensor([1.0]), "c2": torch.tensor([3.0]), "neg": torch.tensor([7.0])}
+    calls: list[str] = []
+
+    def predict(x, sigma, cond):
+        calls.append(cond)
+        return values[cond]
+
+    x, sigma = torch.zeros(1), torch.tensor(0.5)
+    regular = dual_cfg_guider(predict, "c1", "c2", "neg", 2.0, 4.0, nested=False)(x, sigma)
+    assert regular.item() == 7 + 4 * (3 - 7) + 2 * (1 - 3)
+    nested = dual_cfg_guider(predict, "c1", "c2", "neg", 2.0, 4.0, nested=True)(x, sigma)
+    assert nested.item() == 7 + 4 * ((3 + 2 * (1 - 3)) - 7)
+    calls.clear()
+    assert dual_cfg_guider(predict, "c1", "c2", "neg", 2.0, 1.0, nested=False)(x, sigma).item() == 3 + 2 * (
+        1 - 3
+    )
+    assert calls == ["c1", "c2"]  # cfg_cond2_negative 1: no negative pass
+    calls.clear()
+    assert dual_cfg_guider(predict, "c1", "c2", "neg", 1.0, 1.0, nested=False)(x, sigma).item() == 1
+    assert calls == ["c1"]
+
+
+def test_dual_cfg_guider_with_one_cfg_at_1_is_cfg_guider(rt):
+    prompt = base()
+    prompt["third"] = encode_prompt("a storm")
+    prompt["guider"]["inputs"]["cfg"] = 2.5  # CFGGuider(pos, neg, 2.5)
+    prompt["dual"] = {
+        "class_type": "DualCFGGuider",
+        "inputs": {
+            "model": ["model", 0],
+            "cond1": ["pos", 0],
+            "cond2": ["neg", 0],
+            "negative": ["third", 0],
+            "cfg_conds": 2.5,
+            "cfg_cond2_negative": 1.0,
+            "style": "regular",
+        },
+    }
+    prompt["dual_run"] = advanced(["noise", 0], ["sigmas", 0], ["empty", 0])
+    prompt["dual_run"]["inputs"]["guider"] = ["dual", 0]
+    prompt["out2"] = keep(["dual_run", 0])
+    cfg = value_of(rt, prompt, "whole")["samples"]
+    assert torch.equal(value_of(rt, prompt, "dual_run")["samples"], cfg)
+    prompt["dual"]["inputs"]["cfg_cond2_negative"] = 2.0  # now the negative counts, differently per style
+    regular = value_of(rt, prompt, "dual_run")["samples"]
+    prompt["dual"]["inputs"]["style"] = "nested"
+    nested = value_of(rt, prompt, "dual_run")["samples"]
+    assert not torch.allclose(regular, cfg, atol=1e-4) and not torch.allclose(nested, regular, atol=1e-4)
