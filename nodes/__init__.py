@@ -18,6 +18,7 @@ NODE_MODULES = [
     # ComfyUI's core nodes, with its names and semantics (docs/comfyui.md)
     "nodes.comfy.loaders",
     "nodes.comfy.conditioning",
+    "nodes.comfy.conditioning_mix",
     "nodes.comfy.latents",
     "nodes.comfy.images",
     "nodes.comfy.scaling",

@@ -1,0 +1,79 @@
+"""ComfyUI's ConditioningAverage and ConditioningConcat: two prompts mixed into one CONDITIONING,
+as its nodes.py (a125cd8) mixes them.
+
+- ConditioningAverage: to · s + from · (1 - s) on the T5 embeddings (`from` cut to, or padded with
+  zeros to, `to`'s token count) and on the pooled CLIP-L vectors.
+- ConditioningConcat: `from`'s tokens appended after `to`'s (FLUX attends to all of them);
+  the pooled vector and the guidance are `to`'s.
+
+A fluxloom CONDITIONING holds one prompt (ComfyUI's may hold several, with areas), so these are
+the whole of what they do here."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from nodes.base import Float, Input, NodeContext, Output, Socket, node
+from nodes.comfy.conditioning import check_conditioning
+from nodes.flux import math as fm
+from nodes.flux.encode import Conditioning
+from nodes.flux.types import CONDITIONING
+
+
+def _pair(to, source, where: str) -> tuple[Conditioning, Conditioning]:
+    to = check_conditioning(to, where)
+    source = check_conditioning(source, where)
+    if to.prompt_embeds.shape[-1] != source.prompt_embeds.shape[-1]:
+        raise ValueError(
+            f"{where}: the two conditionings come from different text encoders "
+            f"({to.prompt_embeds.shape[-1]} and {source.prompt_embeds.shape[-1]} values per token)"
+        )
+    return to, source
+
+
+@node(
+    "ConditioningAverage",
+    category="conditioning",
+    display_name="ConditioningAverage",
+    description="Blend two prompts: conditioning_to_strength of the first, the rest of the second.",
+    inputs=[
+        Input("conditioning_to", Socket(CONDITIONING)),
+        Input("conditioning_from", Socket(CONDITIONING)),
+        Input("conditioning_to_strength", Float(default=1.0, min=0.0, max=1.0, step=0.01)),
+    ],
+    outputs=[Output(CONDITIONING, "CONDITIONING")],
+)
+def conditioning_average(
+    ctx: NodeContext, conditioning_to, conditioning_from, conditioning_to_strength: float
+) -> tuple[Conditioning]:
+    to, source = _pair(conditioning_to, conditioning_from, "ConditioningAverage")
+    strength = float(conditioning_to_strength)
+    tokens = to.prompt_embeds.shape[1]
+    other = source.prompt_embeds[:, :tokens].to(to.prompt_embeds.dtype)
+    if other.shape[1] < tokens:
+        padding = other.new_zeros((other.shape[0], tokens - other.shape[1], other.shape[2]))
+        other = torch.cat([other, padding], dim=1)
+    embeds = to.prompt_embeds * strength + other * (1.0 - strength)
+    pooled_from = source.pooled_prompt_embeds.to(to.pooled_prompt_embeds.dtype)
+    pooled = to.pooled_prompt_embeds * strength + pooled_from * (1.0 - strength)
+    return (dataclasses.replace(to, prompt_embeds=embeds, pooled_prompt_embeds=pooled),)
+
+
+@node(
+    "ConditioningConcat",
+    category="conditioning",
+    display_name="ConditioningConcat",
+    description="Append the second prompt's tokens to the first's (the pooled vector stays the first's).",
+    inputs=[
+        Input("conditioning_to", Socket(CONDITIONING)),
+        Input("conditioning_from", Socket(CONDITIONING)),
+    ],
+    outputs=[Output(CONDITIONING, "CONDITIONING")],
+)
+def conditioning_concat(ctx: NodeContext, conditioning_to, conditioning_from) -> tuple[Conditioning]:
+    to, source = _pair(conditioning_to, conditioning_from, "ConditioningConcat")
+    embeds = torch.cat([to.prompt_embeds, source.prompt_embeds[:1].to(to.prompt_embeds.dtype)], dim=1)
+    text_ids = fm.text_ids(embeds.shape[1], to.text_ids.device, to.text_ids.dtype)
+    return (dataclasses.replace(to, prompt_embeds=embeds, text_ids=text_ids),)
