@@ -23,7 +23,7 @@ import torch
 from nodes.base import Float, Input, NodeContext, Output, Socket, String, node
 from nodes.comfy import prompt_weights as weights
 from nodes.comfy.types import CLIP
-from nodes.comfy.values import TextEncoders
+from nodes.comfy.values import CombinedConditioning, TextEncoders
 from nodes.flux import math as fm
 from nodes.flux.encode import Conditioning, clip_pooled_ids, t5_hidden_states
 from nodes.flux.types import CONDITIONING
@@ -112,9 +112,25 @@ def clip_text_encode_flux(
 
 
 def check_conditioning(conditioning, where: str) -> Conditioning:
+    if isinstance(conditioning, CombinedConditioning):
+        raise ValueError(
+            f"{where} takes one prompt, and this conditioning holds several (ConditioningCombine or "
+            "ConditioningSetTimestepRange): use it before those nodes"
+        )
     if not isinstance(conditioning, Conditioning):
         raise ValueError(f"{where}: conditioning must come from a text encoder node")
     return conditioning
+
+
+def each_prompt(conditioning, where: str, change):
+    """`change` applied to the conditioning's prompt, or to each of a combined one's (as ComfyUI
+    applies FluxGuidance or ConditioningZeroOut to every entry)."""
+    if isinstance(conditioning, CombinedConditioning):
+        parts = tuple(
+            dataclasses.replace(p, cond=change(check_conditioning(p.cond, where))) for p in conditioning.parts
+        )
+        return CombinedConditioning(parts)
+    return change(check_conditioning(conditioning, where))
 
 
 @node(
@@ -126,8 +142,9 @@ def check_conditioning(conditioning, where: str) -> Conditioning:
     outputs=[Output(CONDITIONING, "CONDITIONING")],
 )
 def flux_guidance(ctx: NodeContext, conditioning, guidance: float) -> tuple[Conditioning]:
-    cond = check_conditioning(conditioning, "FluxGuidance")
-    return (dataclasses.replace(cond, guidance=float(guidance)),)
+    return (
+        each_prompt(conditioning, "FluxGuidance", lambda c: dataclasses.replace(c, guidance=float(guidance))),
+    )
 
 
 @node(
@@ -139,10 +156,11 @@ def flux_guidance(ctx: NodeContext, conditioning, guidance: float) -> tuple[Cond
     outputs=[Output(CONDITIONING, "CONDITIONING")],
 )
 def conditioning_zero_out(ctx: NodeContext, conditioning) -> tuple[Conditioning]:
-    cond = check_conditioning(conditioning, "ConditioningZeroOut")
-    zeroed = dataclasses.replace(
-        cond,
-        prompt_embeds=torch.zeros_like(cond.prompt_embeds),
-        pooled_prompt_embeds=torch.zeros_like(cond.pooled_prompt_embeds),
-    )
-    return (zeroed,)
+    def zeroed(cond: Conditioning) -> Conditioning:
+        return dataclasses.replace(
+            cond,
+            prompt_embeds=torch.zeros_like(cond.prompt_embeds),
+            pooled_prompt_embeds=torch.zeros_like(cond.pooled_prompt_embeds),
+        )
+
+    return (each_prompt(conditioning, "ConditioningZeroOut", zeroed),)

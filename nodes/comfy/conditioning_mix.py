@@ -1,13 +1,16 @@
-"""ComfyUI's ConditioningAverage and ConditioningConcat: two prompts mixed into one CONDITIONING,
-as its nodes.py (a125cd8) mixes them.
+"""ComfyUI's nodes that mix prompts, as its nodes.py (a125cd8) mixes them.
+
+Into one prompt (ConditioningAverage, ConditioningConcat):
 
 - ConditioningAverage: to · s + from · (1 - s) on the T5 embeddings (`from` cut to, or padded with
   zeros to, `to`'s token count) and on the pooled CLIP-L vectors.
 - ConditioningConcat: `from`'s tokens appended after `to`'s (FLUX attends to all of them);
   the pooled vector and the guidance are `to`'s.
 
-A fluxloom CONDITIONING holds one prompt (ComfyUI's may hold several, with areas), so these are
-the whole of what they do here."""
+Into several, each used in its part of the run (ConditioningCombine, ConditioningSetTimestepRange):
+a CombinedConditioning (nodes/comfy/values.py), which KSampler and the custom-sampling nodes take;
+at each step they average the predictions of the prompts whose part holds it. Areas and masks
+are not supported."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import torch
 
 from nodes.base import Float, Input, NodeContext, Output, Socket, node
 from nodes.comfy.conditioning import check_conditioning
+from nodes.comfy.values import CombinedConditioning, TimedConditioning, timed_parts
 from nodes.flux import math as fm
 from nodes.flux.encode import Conditioning
 from nodes.flux.types import CONDITIONING
@@ -77,3 +81,45 @@ def conditioning_concat(ctx: NodeContext, conditioning_to, conditioning_from) ->
     embeds = torch.cat([to.prompt_embeds, source.prompt_embeds[:1].to(to.prompt_embeds.dtype)], dim=1)
     text_ids = fm.text_ids(embeds.shape[1], to.text_ids.device, to.text_ids.dtype)
     return (dataclasses.replace(to, prompt_embeds=embeds, text_ids=text_ids),)
+
+
+@node(
+    "ConditioningCombine",
+    category="conditioning",
+    display_name="Conditioning (Combine)",
+    description="Use both prompts: at each step the sampler averages their predictions.",
+    inputs=[
+        Input("conditioning_1", Socket(CONDITIONING)),
+        Input("conditioning_2", Socket(CONDITIONING)),
+    ],
+    outputs=[Output(CONDITIONING, "CONDITIONING")],
+)
+def conditioning_combine(ctx: NodeContext, conditioning_1, conditioning_2) -> tuple[CombinedConditioning]:
+    parts = tuple(_timed(conditioning_1, "ConditioningCombine")) + tuple(
+        _timed(conditioning_2, "ConditioningCombine")
+    )
+    return (CombinedConditioning(parts),)
+
+
+@node(
+    "ConditioningSetTimestepRange",
+    category="advanced/conditioning",
+    display_name="ConditioningSetTimestepRange",
+    description="Use a prompt only from start to end of the run (0: the first step, 1: the last).",
+    inputs=[
+        Input("conditioning", Socket(CONDITIONING)),
+        Input("start", Float(default=0.0, min=0.0, max=1.0, step=0.001)),
+        Input("end", Float(default=1.0, min=0.0, max=1.0, step=0.001)),
+    ],
+    outputs=[Output(CONDITIONING, "CONDITIONING")],
+)
+def conditioning_set_timestep_range(ctx: NodeContext, conditioning, start: float, end: float):
+    parts = _timed(conditioning, "ConditioningSetTimestepRange")
+    return (CombinedConditioning(tuple(TimedConditioning(p.cond, float(start), float(end)) for p in parts)),)
+
+
+def _timed(value, where: str) -> tuple[TimedConditioning, ...]:
+    parts = timed_parts(value)
+    for part in parts:
+        check_conditioning(part.cond, where)
+    return parts

@@ -26,13 +26,13 @@ import torch.nn.functional as F
 from nodes.base import MAX_SEED, Combo, Float, Input, Int, NodeContext, Output, Socket, node
 from nodes.comfy import guiders, samplers
 from nodes.comfy import model_sampling as ms
+from nodes.comfy import prompt_schedule as schedule
 from nodes.comfy import schedulers as sc
 from nodes.comfy.latents import latent_samples, with_samples
 from nodes.comfy.types import MODEL
-from nodes.comfy.values import DiffusionModel, DualGuider, Guider, Noise
+from nodes.comfy.values import CombinedConditioning, DiffusionModel, DualGuider, Guider, Noise
 from nodes.flux import math as fm
 from nodes.flux.encode import Conditioning
-from nodes.flux.sampler import check_fits
 from nodes.flux.types import CONDITIONING, LATENT
 
 DEFAULT_GUIDANCE = 3.5  # ComfyUI's FLUX guidance when no FluxGuidance/CLIPTextEncodeFlux set one
@@ -109,26 +109,21 @@ def flux_predict(transformer: torch.nn.Module) -> guiders.Predict:
     return predict
 
 
-def _guided(loaded, guider: Guider, batch: int) -> guiders.Velocity:
-    """The guider's velocity on the loaded transformer; its conditioning checked against it."""
+def _guided(loaded, guider: Guider, batch: int, table: ms.ModelSampling) -> guiders.Velocity:
+    """The guider's velocity on the loaded transformer; its conditioning checked against it (a
+    combined one scheduled on the model's sigma table: prompt_schedule.py)."""
+    predict = schedule.scheduled(flux_predict(loaded.module))
     if isinstance(guider, DualGuider):
-        return _dual_guided(loaded, guider, batch)
-    use_negative = not math.isclose(guider.cfg, 1.0)
-    check_fits(loaded.module, fm.LATENT_CHANNELS, guider.positive, guider.negative if use_negative else None)
-    positive = guider.positive.for_batch(batch, loaded.device, loaded.dtype)
+        conds = (guider.positive, guider.middle, guider.negative)
+        first, second, negative = (schedule.ready(c, loaded, batch, table) for c in conds)
+        return guiders.dual_cfg_guider(
+            predict, first, second, negative, guider.cfg, guider.cfg2, guider.nested
+        )
+    positive = schedule.ready(guider.positive, loaded, batch, table)
     negative = None
-    if use_negative and guider.negative is not None:
-        negative = guider.negative.for_batch(batch, loaded.device, loaded.dtype)
-    return guiders.cfg_guider(flux_predict(loaded.module), positive, negative, guider.cfg)
-
-
-def _dual_guided(loaded, guider: DualGuider, batch: int) -> guiders.Velocity:
-    conds = (guider.positive, guider.middle, guider.negative)
-    for cond in conds:
-        check_fits(loaded.module, fm.LATENT_CHANNELS, cond, None)
-    first, second, negative = (c.for_batch(batch, loaded.device, loaded.dtype) for c in conds)
-    predict = flux_predict(loaded.module)
-    return guiders.dual_cfg_guider(predict, first, second, negative, guider.cfg, guider.cfg2, guider.nested)
+    if not math.isclose(guider.cfg, 1.0) and guider.negative is not None:
+        negative = schedule.ready(guider.negative, loaded, batch, table)
+    return guiders.cfg_guider(predict, positive, negative, guider.cfg)
 
 
 def run_sampling(
@@ -147,7 +142,7 @@ def run_sampling(
     check_model(guider.model, where)
     middle = (("cond2", guider.middle),) if isinstance(guider, DualGuider) else ()
     for name, cond in (("positive", guider.positive), *middle, ("negative", guider.negative)):
-        if cond is not None and not isinstance(cond, Conditioning):
+        if cond is not None and not isinstance(cond, Conditioning | CombinedConditioning):
             raise ValueError(f"{where}: {name} must come from a text encoder node")
     if isinstance(latent, dict) and "noise_mask" in latent:
         raise ValueError(f"{where}: latents with a noise_mask (inpainting) are not supported yet")
@@ -161,7 +156,7 @@ def run_sampling(
         schedule = sigmas(model_sampling) if callable(sigmas) else sigmas
         if schedule is None or len(schedule) == 0:
             return latent, latent
-        flow = samplers.FlowModel(_guided(loaded, guider, samples.shape[0]), model_sampling)
+        flow = samplers.FlowModel(_guided(loaded, guider, samples.shape[0], model_sampling), model_sampling)
         total, last = len(schedule) - 1, {}
 
         def on_step(info: dict) -> None:

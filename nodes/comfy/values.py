@@ -116,3 +116,32 @@ class DualGuider(Guider):
 
     def cache_size(self) -> int:
         return super().cache_size() + (self.middle.cache_size() if self.middle is not None else 0)
+
+
+@dataclass(frozen=True)
+class TimedConditioning:
+    """One prompt of a CombinedConditioning and the part of sampling it is used in: from
+    `start` to `end`, as fractions of the run (ComfyUI's start_percent / end_percent)."""
+
+    cond: Conditioning
+    start: float = 0.0
+    end: float = 1.0
+
+
+@dataclass(frozen=True)
+class CombinedConditioning:
+    """CONDITIONING made by ConditioningCombine or ConditioningSetTimestepRange: several prompts,
+    each in its part of the run. At each step a ComfyUI sampler averages the predictions of the
+    prompts whose part holds that step, as ComfyUI does (nodes/comfy/sampling.py)."""
+
+    parts: tuple[TimedConditioning, ...]
+
+    def cache_size(self) -> int:
+        return sum(part.cond.cache_size() for part in self.parts)
+
+
+def timed_parts(value) -> tuple[TimedConditioning, ...]:
+    """A CONDITIONING as its timed prompts (a plain one: itself, for the whole run)."""
+    if isinstance(value, CombinedConditioning):
+        return value.parts
+    return (TimedConditioning(value),)

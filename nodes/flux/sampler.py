@@ -223,6 +223,13 @@ def flux_sampler(
     negative: Conditioning | None = None,
 ) -> tuple[dict]:
     check_latent(latent, "FluxSampler")
+    for name, cond in (("positive", positive), ("negative", negative)):
+        if cond is not None and not isinstance(cond, Conditioning):
+            raise ValueError(
+                f"FluxSampler: {name} must be one prompt's conditioning (EncodePrompt, CLIPTextEncode); "
+                "one that holds several (ConditioningCombine, ConditioningSetTimestepRange) needs "
+                "KSampler or SamplerCustomAdvanced"
+            )
     settings = SamplerSettings(seed, steps, guidance, true_cfg_scale, denoise)
     ctx.check_interrupt()
     with torch.no_grad(), ctx.models.use(model) as loaded:
