@@ -152,22 +152,10 @@ def image(captured: Captured, max_size: int = MAX_SIZE) -> Any:
     return picture
 
 
-def preview_image(preview: Any, max_size: int = MAX_SIZE) -> Any:
-    """Both stages at once: a PIL image of a preview, or None."""
-    captured = capture(preview)
-    return None if captured is None else image(captured, max_size)
-
-
 def encode_jpeg(picture: Any, quality: int = JPEG_QUALITY) -> bytes:
     out = io.BytesIO()
     picture.save(out, format="JPEG", quality=quality)
     return out.getvalue()
-
-
-def render(preview: Any, max_size: int = MAX_SIZE, quality: int = JPEG_QUALITY) -> bytes | None:
-    """A preview as JPEG bytes, or None when it has nothing to show."""
-    picture = preview_image(preview, max_size)
-    return None if picture is None else encode_jpeg(picture, quality)
 
 
 # --- one prompt's previews ----------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from typing import AnyStr
 
 BUDGET = 256 * 2**20  # bytes of items kept
 
@@ -18,12 +19,14 @@ BUDGET = 256 * 2**20  # bytes of items kept
 Item = tuple[bytes, ...]  # parts of one item's JSON, joined only into the whole answer
 
 
-def item_parts(prompt_id: str, number: float, prompt: bytes, extra_data: bytes, outputs: bytes) -> Item:
+def item_parts(prompt_id: str, number: float, prompt: AnyStr, extra_data: AnyStr, outputs: AnyStr) -> tuple:
     """`PromptRow.queue_item()` as JSON, [number, prompt_id, prompt, extra_data, outputs], spliced
-    from the stored JSON texts."""
+    from the stored JSON texts: as bytes from bytes (GET /queue), as str from str (history)."""
     number = int(number) if float(number).is_integer() else number
-    head = f"[{json.dumps(number)}, {json.dumps(prompt_id)}, ".encode()
-    return (head, prompt, b", ", extra_data, b", ", outputs, b"]")
+    head = f"[{json.dumps(number)}, {json.dumps(prompt_id)}, "
+    if isinstance(prompt, bytes):
+        return (head.encode(), prompt, b", ", extra_data, b", ", outputs, b"]")
+    return (head, prompt, ", ", extra_data, ", ", outputs, "]")
 
 
 class QueueItems:

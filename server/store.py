@@ -117,8 +117,9 @@ def _row(r: sqlite3.Row) -> PromptRow:
 def _queue_item_json(r: sqlite3.Row) -> str:
     """`PromptRow.queue_item()` as JSON, spliced from the row's stored JSON texts (written by
     json.dumps), so a large prompt is copied, never decoded and encoded again."""
-    texts = (r["prompt"].encode(), r["extra_data"].encode(), r["outputs"].encode())
-    return b"".join(queue_items.item_parts(r["prompt_id"], r["number"], *texts)).decode()
+    return "".join(
+        queue_items.item_parts(r["prompt_id"], r["number"], r["prompt"], r["extra_data"], r["outputs"])
+    )
 
 
 def _history_entry_json(r: sqlite3.Row) -> str:

@@ -18,14 +18,21 @@ from nodes.flux.types import LATENT
 from nodes.image import IMAGE, check_image_tensor
 
 
-def _scaled_image(image: torch.Tensor, width: int, height: int, method: str, where: str) -> torch.Tensor:
-    check_image_tensor(image, where)
+def _resized(x: torch.Tensor, width: int, height: int, method: str, methods, where: str, what: str):
+    """x [B, C, H, W] at width x height, uncropped, or an error naming the node; `what`: "image"
+    (sized in pixels) or "latent" (in cells)."""
     if width < 1 or height < 1:
-        raise ValueError(f"{where}: the image would be {width}x{height} pixels; choose a larger factor")
+        unit = "pixels" if what == "image" else "cells"
+        raise ValueError(f"{where}: the {what} would be {width}x{height} {unit}; choose a larger factor")
     try:
-        scaled = resize.resize(image.movedim(-1, 1), width, height, method, "disabled", resize.IMAGE_METHODS)
+        return resize.resize(x, width, height, method, "disabled", methods)
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from exc
+
+
+def _scaled_image(image: torch.Tensor, width: int, height: int, method: str, where: str) -> torch.Tensor:
+    check_image_tensor(image, where)
+    scaled = _resized(image.movedim(-1, 1), width, height, method, resize.IMAGE_METHODS, where, "image")
     return scaled.movedim(1, -1).contiguous()
 
 
@@ -44,12 +51,7 @@ def _scaled_image(image: torch.Tensor, width: int, height: int, method: str, whe
 def latent_upscale_by(ctx: NodeContext, samples: dict, upscale_method: str, scale_by: float) -> tuple[dict]:
     x = latent_samples(samples, "LatentUpscaleBy")
     w, h = round(x.shape[-1] * scale_by), round(x.shape[-2] * scale_by)
-    if w < 1 or h < 1:
-        raise ValueError(f"LatentUpscaleBy: the latent would be {w}x{h} cells; choose a larger factor")
-    try:
-        scaled = resize.resize(x, w, h, upscale_method, "disabled", resize.LATENT_METHODS)
-    except ValueError as exc:
-        raise ValueError(f"LatentUpscaleBy: {exc}") from exc
+    scaled = _resized(x, w, h, upscale_method, resize.LATENT_METHODS, "LatentUpscaleBy", "latent")
     return (with_samples(samples, scaled),)
 
 

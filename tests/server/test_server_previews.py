@@ -29,10 +29,11 @@ from server.previews import (
     PREVIEW_EVENT,
     Captured,
     PreviewRenderer,
+    capture,
     check_method,
+    encode_jpeg,
+    image,
     latent_to_rgb,
-    preview_image,
-    render,
 )
 from server.routes.common import STATE
 from server.routes.frontend_info import server_features
@@ -43,6 +44,20 @@ from tests.hardening.serve import ws_handshake
 from tests.server.conftest import Api, ServerThread, client_id
 from tests.server.preview_client import PreviewClient, frames, frames_inside_node, parse_frame
 from tests.server.wsclient import done
+
+
+def preview_image(preview, max_size: int = 512):
+    """Both stages the server runs (capture on the sampling thread, image on the encoder's): a
+    PIL image of a preview, or None."""
+    captured = capture(preview)
+    return None if captured is None else image(captured, max_size)
+
+
+def render(preview) -> bytes | None:
+    """A preview as the JPEG bytes a frame carries, or None when it has nothing to show."""
+    picture = preview_image(preview)
+    return None if picture is None else encode_jpeg(picture)
+
 
 # --- the projection and the image ---------------------------------------------------------------
 

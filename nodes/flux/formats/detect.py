@@ -153,52 +153,59 @@ def classify(table: _Table) -> Detected | None:
     return None
 
 
-def _bfl_transformer(table: _Table) -> Detected | None:
+def _transformer_prefix(table: _Table, entry: str, markers: tuple[str, ...]) -> str | None:
+    """The first transformer prefix under which `entry` is a Linear taking FLUX's packed input
+    channels and every marker key exists (one layout's fingerprint)."""
     for prefix in TRANSFORMER_PREFIXES:
-        img_in = table.shape(prefix + "img_in.weight")
-        if not (
-            img_in is not None
-            and len(img_in) == 2
-            and img_in[1] == FLUX_IN_CHANNELS
-            and prefix + "double_blocks.0.img_attn.qkv.weight" in table.shapes
-            and prefix + "single_blocks.0.linear1.weight" in table.shapes
-            and prefix + "vector_in.in_layer.weight" in table.shapes
+        shape = table.shape(prefix + entry)
+        if (
+            shape is not None
+            and len(shape) == 2
+            and shape[1] == FLUX_IN_CHANNELS
+            and all(prefix + marker in table.shapes for marker in markers)
         ):
-            continue
-        parts = _checkpoint_parts(table) if prefix == CHECKPOINT_PREFIX else ()
-        return Detected(
-            kind="CHECKPOINT" if parts else "FLUX_MODEL",
-            layout="gguf" if table.gguf else "bfl",
-            prefix=prefix,
-            parts=("FLUX_MODEL", *parts) if parts else (),
-            dtype=table.main_dtype(prefix),
-            scaled_fp8=prefix + "scaled_fp8" in table.shapes,
-            guidance=prefix + "guidance_in.in_layer.weight" in table.shapes,
-        )
+            return prefix
     return None
+
+
+def _bfl_transformer(table: _Table) -> Detected | None:
+    markers = (
+        "double_blocks.0.img_attn.qkv.weight",
+        "single_blocks.0.linear1.weight",
+        "vector_in.in_layer.weight",
+    )
+    prefix = _transformer_prefix(table, "img_in.weight", markers)
+    if prefix is None:
+        return None
+    parts = _checkpoint_parts(table) if prefix == CHECKPOINT_PREFIX else ()
+    return Detected(
+        kind="CHECKPOINT" if parts else "FLUX_MODEL",
+        layout="gguf" if table.gguf else "bfl",
+        prefix=prefix,
+        parts=("FLUX_MODEL", *parts) if parts else (),
+        dtype=table.main_dtype(prefix),
+        scaled_fp8=prefix + "scaled_fp8" in table.shapes,
+        guidance=prefix + "guidance_in.in_layer.weight" in table.shapes,
+    )
 
 
 def _diffusers_transformer(table: _Table) -> Detected | None:
-    for prefix in TRANSFORMER_PREFIXES:
-        x_embedder = table.shape(prefix + "x_embedder.weight")
-        if not (
-            x_embedder is not None
-            and len(x_embedder) == 2
-            and x_embedder[1] == FLUX_IN_CHANNELS
-            and prefix + "transformer_blocks.0.attn.to_q.weight" in table.shapes
-            and prefix + "single_transformer_blocks.0.attn.to_q.weight" in table.shapes
-            and prefix + "time_text_embed.text_embedder.linear_1.weight" in table.shapes
-        ):
-            continue
-        return Detected(
-            kind="FLUX_MODEL",
-            layout="diffusers",
-            prefix=prefix,
-            dtype=table.main_dtype(prefix),
-            scaled_fp8=prefix + "scaled_fp8" in table.shapes,
-            guidance=prefix + "time_text_embed.guidance_embedder.linear_1.weight" in table.shapes,
-        )
-    return None
+    markers = (
+        "transformer_blocks.0.attn.to_q.weight",
+        "single_transformer_blocks.0.attn.to_q.weight",
+        "time_text_embed.text_embedder.linear_1.weight",
+    )
+    prefix = _transformer_prefix(table, "x_embedder.weight", markers)
+    if prefix is None:
+        return None
+    return Detected(
+        kind="FLUX_MODEL",
+        layout="diffusers",
+        prefix=prefix,
+        dtype=table.main_dtype(prefix),
+        scaled_fp8=prefix + "scaled_fp8" in table.shapes,
+        guidance=prefix + "time_text_embed.guidance_embedder.linear_1.weight" in table.shapes,
+    )
 
 
 def _checkpoint_parts(table: _Table) -> tuple[str, ...]:
